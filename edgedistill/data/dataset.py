@@ -1,0 +1,96 @@
+"""The dataset contract every stage reads: raw images, labels and the preprocessing that turns them
+into the model's float input.
+
+Images are kept raw (as the app will see them, NHWC) so that the manifest's preprocessing is the
+single definition of "how to feed the model": ``float = (raw * pixel_scale - mean) / std``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """``float = (raw * pixel_scale - mean[c]) / std[c]`` per channel c."""
+
+    pixel_scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Raw NHWC images -> float32 NCHW model input."""
+        x = raw.astype(np.float32) * np.float32(self.pixel_scale)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        x = (x - mean) / std
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def to_dict(self) -> dict:
+        return {"pixel_scale": self.pixel_scale, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        return cls(float(d["pixel_scale"]), tuple(map(float, d["mean"])), tuple(map(float, d["std"])))
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: raw images ``(N, H, W, C)`` and integer labels ``(N,)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"images must be (N, H, W, C), got shape {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    # Free-form provenance shown in the manifest (where the data came from, how it was split).
+    source: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the raw images."""
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def input_shape_nchw(self) -> tuple[int, int, int]:
+        h, w, c = self.image_shape
+        return (c, h, w)
+
+    def inputs(self, split: str) -> np.ndarray:
+        """Float32 NCHW model inputs of a split."""
+        return self.preprocessing.apply(getattr(self, split).images)
+
+    def fingerprint(self) -> str:
+        """A content hash of every split, labels and preprocessing: keys caches and the manifest."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            digest.update(str(split.images.shape).encode())
+            digest.update(str(split.images.dtype).encode())
+            digest.update(np.ascontiguousarray(split.images).tobytes())
+            digest.update(np.ascontiguousarray(split.labels.astype(np.int64)).tobytes())
+        digest.update("\n".join(self.class_names).encode())
+        digest.update(repr(self.preprocessing.to_dict()).encode())
+        return digest.hexdigest()
