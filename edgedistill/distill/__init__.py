@@ -1,0 +1,1 @@
+"""Distillation: losses that make a small student imitate a teacher (logits, features, attention, relations)."""
