@@ -1,0 +1,258 @@
+"""Read an ImageFolder tree: one folder per class holding PNG/JPEG images.
+
+Two layouts are accepted::
+
+    root/train/<class>/*.png   root/test/<class>/*.png   (root/val/<class>/*.png optional)
+    root/<class>/*.png                                    (everything; the loader splits it)
+
+Class indices follow ``labels.txt`` at the root when present (one name per line, line i = class i),
+else the sorted folder names, which is also torchvision's ``ImageFolder`` order, so a teacher
+trained with torchvision keeps its class indices. Every split must have the same class folders.
+
+Images are read twice: a header pass (cheap: mode and size only) decides the channel count and
+the common size, then a decode pass fills one preallocated array.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgedistill.data.dataset import Split
+from edgedistill.data.npz import RawSplits
+from edgedistill.errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SPLIT_NAMES = ("train", "val", "test")
+LABELS_FILE = "labels.txt"
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_SHOWN = 20  # how many skipped files the manifest names
+
+
+def read_imagefolder(
+    root: Path,
+    *,
+    image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    strict: bool = False,
+) -> RawSplits:
+    """Read ``root``; ``image_size`` is (H, W); ``channels`` 1 or 3 forces grayscale / RGB."""
+    split_dirs, layout = _split_dirs(root)
+    class_names, labels_from = _class_names(root, split_dirs)
+    files: dict[str, list[tuple[Path, int]]] = {}
+    ignored = 0
+    for name, folder in split_dirs.items():
+        files[name], n_ignored = _list_images(folder, class_names)
+        ignored += n_ignored
+
+    skipped: list[str] = []
+    headers = {name: _read_headers(entries, skipped, strict) for name, entries in files.items()}
+    all_headers = [h for hs in headers.values() for h in hs]
+    gray = all(is_gray for _, _, _, is_gray in all_headers)
+    n_channels = channels if channels is not None else (1 if gray else 3)
+    size, resized = _target_size(root, [hw for _, _, hw, _ in all_headers], image_size)
+
+    splits: dict[str, Split] = {}
+    for name, split_headers in headers.items():
+        splits[name] = _decode(split_headers, size, n_channels, skipped, strict)
+        _require_every_class(splits[name], class_names, split_dirs[name])
+
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s) under {root}, e.g. {skipped[0]} "
+            "(pass strict=True / --strict to stop on them instead)",
+            stacklevel=3,
+        )
+    return RawSplits(
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits.get("test"),
+        class_names=class_names,
+        details={
+            "layout": layout,
+            "class_names_from": labels_from,
+            "channels": n_channels,
+            "channels_from": "forced" if channels is not None
+            else ("all grayscale" if gray else "colour images present"),
+            "image_size": list(size),
+            "image_size_from": "given" if image_size is not None else ("most common" if resized else "all equal"),
+            "resized": resized,
+            "skipped": len(skipped),
+            "skipped_files": skipped[:_SHOWN],
+            "ignored_non_images": ignored,
+        },
+    )
+
+
+def _split_dirs(root: Path) -> tuple[dict[str, Path], str]:
+    subdirs = _visible_dirs(root)
+    found = {d.name: d for d in subdirs if d.name in SPLIT_NAMES}
+    if not found:
+        if not subdirs:
+            raise InputError(f"{root} has no class folders",
+                             hint="put each class's images in its own folder: ROOT/<class>/*.png")
+        return {"train": root}, "flat"
+    if "train" not in found:
+        raise InputError(f"{root} has {'/, '.join(sorted(found))}/ but no train/ folder",
+                         hint="add train/<class>/ folders, or drop the split folders and let edgedistill split")
+    others = sorted(d.name for d in subdirs if d.name not in SPLIT_NAMES)
+    if others:
+        raise InputError(
+            f"{root} mixes split folders (train/ ...) with other folders: {', '.join(others)}",
+            hint="only train/, val/ and test/ may sit beside each other; move class folders inside them",
+        )
+    return {name: found[name] for name in SPLIT_NAMES if name in found}, "splits"
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+
+
+def _class_names(root: Path, split_dirs: dict[str, Path]) -> tuple[tuple[str, ...], str]:
+    labels_file = root / LABELS_FILE
+    if labels_file.is_file():
+        names = [line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not names:
+            raise InputError(f"{labels_file} is empty", hint="write one class name per line, or delete it")
+        duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+        if duplicates:
+            raise InputError(f"{labels_file} lists {', '.join(duplicates)} more than once",
+                             hint="each class name appears on exactly one line")
+        expected, origin = tuple(names), LABELS_FILE
+    else:
+        expected = tuple(d.name for d in _visible_dirs(split_dirs["train"]))
+        origin = "folder names"
+    for name, folder in split_dirs.items():
+        present = {d.name for d in _visible_dirs(folder)}
+        missing = [n for n in expected if n not in present]
+        extra = sorted(present - set(expected))
+        if missing or extra:
+            reference = LABELS_FILE if origin == LABELS_FILE else f"{split_dirs['train']}"
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+            if extra:
+                parts.append(f"unexpected {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else ""))
+            raise InputError(
+                f"{folder} has {len(present)} class folders, {reference} has {len(expected)}: {'; '.join(parts)}",
+                hint="every split needs the same class folders"
+                + (f" and every name in {LABELS_FILE} needs a folder" if origin == LABELS_FILE else ""),
+            )
+    return expected, origin
+
+
+def _list_images(folder: Path, class_names: tuple[str, ...]) -> tuple[list[tuple[Path, int]], int]:
+    entries: list[tuple[Path, int]] = []
+    ignored = 0
+    for index, name in enumerate(class_names):
+        class_dir = folder / name
+        found = 0
+        others: Counter[str] = Counter()
+        for path in sorted(class_dir.rglob("*")):
+            if not path.is_file() or any(part.startswith(".") for part in path.relative_to(class_dir).parts):
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                entries.append((path, index))
+                found += 1
+            else:
+                others[path.suffix.lower() or "(no suffix)"] += 1
+        ignored += sum(others.values())
+        if not found:
+            seen = f"; it holds only {', '.join(sorted(others))} files" if others else ""
+            raise InputError(f"class folder {class_dir} has no PNG/JPEG images{seen}",
+                             hint="add images to it or remove the folder")
+    return entries, ignored
+
+
+# (path, class index, (H, W), is grayscale)
+_Header = tuple[Path, int, tuple[int, int], bool]
+
+
+def _read_headers(entries: list[tuple[Path, int]], skipped: list[str], strict: bool) -> list[_Header]:
+    headers = []
+    for path, label in entries:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+                headers.append((path, label, (height, width), _is_gray(image)))
+        except Exception as err:  # PIL raises many kinds of error on bad files; each is "unreadable"
+            _unreadable(path, err, skipped, strict)
+    return headers
+
+
+def _is_gray(image: Image.Image) -> bool:
+    if image.mode in _GRAY_MODES:
+        return True
+    if image.mode == "P":
+        palette = image.getpalette() or []
+        return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+    return False
+
+
+def _target_size(
+    root: Path, sizes: list[tuple[int, int]], image_size: tuple[int, int] | None
+) -> tuple[tuple[int, int], int]:
+    """The (H, W) every image is brought to, and how many images that resizes."""
+    if not sizes:
+        raise InputError(f"no readable images under {root}", hint="check the files are PNG or JPEG images")
+    counts = Counter(sizes)
+    if image_size is not None:
+        target = (int(image_size[0]), int(image_size[1]))
+        return target, len(sizes) - counts.get(target, 0)
+    target, n_target = counts.most_common(1)[0]
+    resized = len(sizes) - n_target
+    if resized:
+        warnings.warn(
+            f"images under {root} come in {len(counts)} sizes; resizing {resized} of {len(sizes)} to "
+            f"{target[0]}x{target[1]} (H x W), the most common (pass image_size / --image-size H W to choose)",
+            stacklevel=4,
+        )
+    return target, resized
+
+
+def _decode(headers: list[_Header], size: tuple[int, int], channels: int, skipped: list[str], strict: bool) -> Split:
+    height, width = size
+    images = np.empty((len(headers), height, width, channels), dtype=np.uint8)
+    labels = np.empty(len(headers), dtype=np.int64)
+    n = 0
+    for path, label, _, _ in headers:
+        try:
+            images[n] = _load_pixels(path, size, channels)
+        except Exception as err:  # truncated or corrupt data often shows only when decoding
+            _unreadable(path, err, skipped, strict)
+            continue
+        labels[n] = label
+        n += 1
+    return Split(images[:n], labels[:n])
+
+
+def _load_pixels(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    height, width = size
+    with Image.open(path) as image:
+        if image.mode.startswith("I"):  # 16-bit grayscale: keep the high byte, convert("L") would clip
+            image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
+        image = image.convert("L" if channels == 1 else "RGB")
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image)
+    return pixels.reshape(height, width, channels)
+
+
+def _unreadable(path: Path, err: Exception, skipped: list[str], strict: bool) -> None:
+    reason = f"{type(err).__name__}: {err}"
+    if strict:
+        raise InputError(f"cannot read image {path} ({reason})",
+                         hint="fix or delete the file, or drop --strict to skip unreadable images") from err
+    skipped.append(f"{path} ({reason})")
+
+
+def _require_every_class(split: Split, class_names: tuple[str, ...], folder: Path) -> None:
+    present = np.bincount(split.labels, minlength=len(class_names))
+    empty = [class_names[i] for i in np.flatnonzero(present == 0)]
+    if empty:
+        raise InputError(f"class folder(s) {', '.join(str(folder / n) for n in empty[:5])} hold no readable images",
+                         hint="add readable PNG/JPEG images or remove the folder")

@@ -1,0 +1,226 @@
+"""Load the user's data (an ImageFolder tree or an ``.npz``) or the built-in digits as one
+:class:`ImageDataset`: raw uint8 splits, class names, preprocessing and provenance.
+
+Split policy, the same for every format:
+
+- train, val and test given: used as they are.
+- train and test given: val is carved out of train (``val_fraction`` of train, stratified).
+- train and val given: test is carved out of train (``test_fraction`` of train). val is never used
+  as the test set: the test split must stay untouched by model selection.
+- only train (or one folder of class folders): split into train/val/test by ``val_fraction`` and
+  ``test_fraction`` of all images.
+
+Every carve is stratified and deterministic for a given ``split_seed``.
+Preprocessing is ``float = (raw / 255 - mean) / std``; mean/std are the given values, else the
+per-channel statistics of the training split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgedistill.data.dataset import ImageDataset, Preprocessing, Split
+from edgedistill.data.digits import load_digits_dataset
+from edgedistill.data.imagefolder import read_imagefolder
+from edgedistill.data.npz import RawSplits, read_npz
+from edgedistill.data.split import stratified_split
+from edgedistill.errors import InputError
+
+UINT8_PIXEL_SCALE = 1.0 / 255.0
+
+Stat = float | Sequence[float] | None
+
+
+def load_dataset(
+    path: Path | str | None,
+    *,
+    mean: Stat = None,
+    std: Stat = None,
+    image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
+    split_seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    strict: bool = False,
+) -> ImageDataset:
+    """``path`` None means the built-in digits. ``image_size`` is (H, W); ``channels`` 1 or 3 converts
+    grayscale <-> RGB; ``strict`` makes an unreadable image fatal instead of skipped."""
+    _check_options(image_size, channels, val_fraction, test_fraction)
+    if path is None:
+        return _builtin(mean, std, image_size, channels, split_seed, val_fraction, test_fraction)
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"data path {path} does not exist",
+                         hint="give a folder of class folders (ImageFolder) or an .npz file")
+    if path.is_dir():
+        kind = "imagefolder"
+        raw = read_imagefolder(path, image_size=image_size, channels=channels, strict=strict)
+    elif path.suffix.lower() == ".npz":
+        kind = "npz"
+        raw = _conform_raw(read_npz(path), image_size, channels)
+    else:
+        raise InputError(
+            f"data path {path} is neither a folder nor an .npz file",
+            hint="give a folder of class folders (ImageFolder) or an .npz with x_train, y_train, x_test, y_test",
+        )
+
+    train, val, test, recipe = _complete_splits(raw, split_seed, val_fraction, test_fraction)
+    _require_training_images(train, raw.class_names, path)
+    preprocessing = _preprocessing(train.images, mean, std, path)
+    source = {
+        "kind": kind,
+        "path": str(path.resolve()),
+        "split": {"seed": split_seed, "val_fraction": val_fraction, "test_fraction": test_fraction,
+                  "stratified": True, **recipe},
+        "counts": {"train": len(train), "val": len(val), "test": len(test)},
+        "skipped": raw.details.get("skipped", 0),
+        "normalization": {"mean": "given" if mean is not None else "train statistics",
+                          "std": "given" if std is not None else "train statistics"},
+        **{k: v for k, v in raw.details.items() if k != "skipped"},
+    }
+    return ImageDataset(
+        name=path.stem if path.is_file() else path.resolve().name,
+        train=train, val=val, test=test,
+        class_names=raw.class_names,
+        preprocessing=preprocessing,
+        source=source,
+    )
+
+
+def _check_options(image_size, channels, val_fraction: float, test_fraction: float) -> None:
+    if channels is not None and channels not in (1, 3):
+        raise InputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise InputError(f"image size must be two positive numbers H W, got {image_size}")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise InputError(f"bad split fractions: val {val_fraction}, test {test_fraction}",
+                         hint="each must be in (0, 1) and together below 1")
+
+
+def _builtin(mean, std, image_size, channels, seed, val_fraction, test_fraction) -> ImageDataset:
+    dataset = load_digits_dataset(seed, val_fraction, test_fraction)
+    if image_size is not None or channels is not None:
+        dataset = dataclasses.replace(
+            dataset,
+            train=_conform(dataset.train, image_size, channels),
+            val=_conform(dataset.val, image_size, channels),
+            test=_conform(dataset.test, image_size, channels),
+        )
+    n_channels = dataset.image_shape[2]
+    fixed = dataset.preprocessing
+    if mean is None and std is None and len(fixed.mean) == n_channels:
+        return dataset
+    here = Path("digits (built-in)")
+    preprocessing = Preprocessing(
+        fixed.pixel_scale,
+        _per_channel(mean if mean is not None else fixed.mean, n_channels, "mean", here),
+        _per_channel(std if std is not None else fixed.std, n_channels, "std", here),
+    )
+    return dataclasses.replace(dataset, preprocessing=preprocessing)
+
+
+def _conform_raw(raw: RawSplits, image_size, channels) -> RawSplits:
+    if image_size is None and channels is None:
+        return raw
+    return dataclasses.replace(
+        raw,
+        train=_conform(raw.train, image_size, channels),
+        val=_conform(raw.val, image_size, channels) if raw.val is not None else None,
+        test=_conform(raw.test, image_size, channels) if raw.test is not None else None,
+    )
+
+
+def _conform(split: Split, image_size: tuple[int, int] | None, channels: int | None) -> Split:
+    """Bring in-memory images to ``image_size`` (H, W) and ``channels``, the way the ImageFolder
+    reader does while decoding (PIL's bilinear resize and ITU-R 601 luma)."""
+    images = split.images
+    n, h, w, c = images.shape
+    target_c = channels or c
+    target_hw = tuple(image_size) if image_size is not None else (h, w)
+    if (target_c, target_hw) == (c, (h, w)):
+        return split
+    mode = "L" if target_c == 1 else "RGB"
+    out = np.empty((n, target_hw[0], target_hw[1], target_c), dtype=np.uint8)
+    for i, image in enumerate(images):
+        pil = Image.fromarray(image[..., 0] if c == 1 else image).convert(mode)
+        if target_hw != (h, w):
+            pil = pil.resize((target_hw[1], target_hw[0]), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(pil).reshape(out.shape[1:])
+    return Split(out, split.labels)
+
+
+def _complete_splits(raw: RawSplits, seed: int, val_fraction: float, test_fraction: float):
+    """Carve missing val/test out of train (see the module docstring); return the splits and the recipe."""
+    train, val, test = raw.train, raw.val, raw.test
+    if val is None and test is None:
+        tr, va, te = stratified_split(train.labels, val_fraction, test_fraction, seed)
+        recipe = {"provided": ["train"], "carved": {"val": "share of all images", "test": "share of all images"}}
+        return _take(train, tr), _take(train, va), _take(train, te), recipe
+    if val is None:
+        # stratified_split's "test" part is the carved-out share: here it becomes val.
+        tr, _, carved = stratified_split(train.labels, 0.0, val_fraction, seed)
+        recipe = {"provided": ["train", "test"], "carved": {"val": "share of train"}}
+        return _take(train, tr), _take(train, carved), test, recipe
+    if test is None:
+        tr, _, carved = stratified_split(train.labels, 0.0, test_fraction, seed)
+        recipe = {"provided": ["train", "val"], "carved": {"test": "share of train"}}
+        return _take(train, tr), val, _take(train, carved), recipe
+    return train, val, test, {"provided": ["train", "val", "test"], "carved": {}}
+
+
+def _take(split: Split, index: np.ndarray) -> Split:
+    return Split(split.images[index], split.labels[index])
+
+
+def _require_training_images(train: Split, class_names: tuple[str, ...], path: Path) -> None:
+    counts = np.bincount(train.labels, minlength=len(class_names))
+    empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise InputError(
+            f"{path}: class(es) {', '.join(empty[:5])} have no training images after splitting",
+            hint="each class needs at least 3 images when edgedistill splits it (one each for train, val, test)",
+        )
+
+
+def _preprocessing(train_images: np.ndarray, mean: Stat, std: Stat, path: Path) -> Preprocessing:
+    channels = train_images.shape[-1]
+    if mean is None or std is None:
+        data_mean, data_std = _channel_stats(train_images)
+        # A constant channel in the training data: leave it unscaled rather than divide by zero.
+        data_std = tuple(s if s > 0 else 1.0 for s in data_std)
+    mean_c = _per_channel(mean, channels, "mean", path) if mean is not None else data_mean
+    std_c = _per_channel(std, channels, "std", path) if std is not None else data_std
+    return Preprocessing(UINT8_PIXEL_SCALE, mean_c, std_c)
+
+
+def _per_channel(value: float | Sequence[float], channels: int, what: str, path: Path) -> tuple[float, ...]:
+    values = (float(value),) if np.isscalar(value) else tuple(float(v) for v in value)  # type: ignore[union-attr]
+    if what == "std" and min(values, default=0.0) <= 0:
+        raise InputError(f"std must be positive, got {list(values)}")
+    if len(values) == 1:
+        return values * channels
+    if len(values) != channels:
+        raise InputError(f"{what} has {len(values)} values but the images of {path} have {channels} channel(s)",
+                         hint=f"give one {what} value, or one per channel")
+    return values
+
+
+def _channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of ``images / 255``, accumulated in chunks so big datasets fit in memory."""
+    channels = images.shape[-1]
+    total = np.zeros(channels)
+    squares = np.zeros(channels)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].reshape(-1, channels).astype(np.float64) * UINT8_PIXEL_SCALE
+        total += block.sum(0)
+        squares += np.square(block).sum(0)
+    count = images.size // channels
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)

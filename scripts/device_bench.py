@@ -1,0 +1,1 @@
+../edgedistill/bench/device_bench.py
