@@ -1,0 +1,159 @@
+"""The ``edgedistill`` command line: a thin layer over the package (every command is a call a
+Python user can make too). Errors the user can act on print one line and exit with their code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from edgedistill.progress import console
+from rich.table import Table
+
+from edgedistill import __version__
+from edgedistill.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeDistillError
+
+app = typer.Typer(
+    name="edgedistill",
+    help="Distil a teacher into a small student and ship it to an edge device.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+targets_app = typer.Typer(help="List hardware targets, or show one.", invoke_without_command=True)
+app.add_typer(targets_app, name="targets")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"edgedistill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def build(
+    target: Annotated[str, typer.Option(help="Target name (see `edgedistill targets`) or a target TOML file.")] = "android-arm64",
+    out: Annotated[Optional[Path], typer.Option(help="Bundle root; the bundle goes to OUT/TARGET [default: dist].")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Build config TOML [default: ./edgedistill.toml if present].")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory for stage results [default: runs/TARGET].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for splits, initialisation and shuffling [default: 0].")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="ImageFolder tree or .npz [default: built-in digits].")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher: .pt2, TorchScript, or FILE.py:FUNCTION / module:FUNCTION.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Teacher weights (.safetensors or a state_dict) for a factory teacher.")] = None,
+    mean: Annotated[Optional[list[float]], typer.Option(help="Per-channel mean of scaled pixels (repeat per channel).")] = None,
+    std: Annotated[Optional[list[float]], typer.Option(help="Per-channel std of scaled pixels (repeat per channel).")] = None,
+    image_size: Annotated[Optional[list[int]], typer.Option(help="Resize images to H W (give twice: --image-size 28 --image-size 28).")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail on unreadable images instead of skipping them.")] = None,
+    distill: Annotated[Optional[str], typer.Option("--distill", help="Loss weights, e.g. kd=1.0,hint=0.5,attention=0.5,rkd=0.2,ce=0.5,T=4.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Distillation epochs [default: 40].")] = None,
+    teacher_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the built-in teacher [default: 20].")] = None,
+    qat_epochs: Annotated[Optional[int], typer.Option(min=1, help="Quantization-aware fine-tuning epochs [default: 4].")] = None,
+    scratch: Annotated[Optional[bool], typer.Option("--scratch/--no-scratch", help="Also train the student from labels alone, for comparison [default: on].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Training device: auto, cpu, cuda, cuda:N [default: auto].")] = None,
+    bench_device: Annotated[Optional[str], typer.Option(help="Where to benchmark: local, ssh://..., adb[:SERIAL] [default: target's device or local].")] = None,
+    bench_runs: Annotated[Optional[int], typer.Option(min=1, help="Timed benchmark runs [default: 100].")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="Override the target's latency budget.")] = None,
+    max_size_kb: Annotated[Optional[float], typer.Option(help="Override the target's model size budget.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Distil, quantize, export, verify and benchmark a student; write the bundle to OUT/TARGET."""
+    from edgedistill.config import load_config_file, resolve_config
+    from edgedistill.pipeline import build as run_build
+    from edgedistill.progress import Reporter
+
+    if config is None and Path("edgedistill.toml").is_file():
+        config = Path("edgedistill.toml")
+    file_values = load_config_file(config) if config is not None else {}
+    flags = {
+        "target": target if target != "android-arm64" or "target" not in file_values else None,
+        "out": str(out) if out else None, "run_dir": str(run_dir) if run_dir else None, "seed": seed,
+        "data": str(data) if data else None, "teacher": teacher, "weights": str(weights) if weights else None,
+        "mean": mean, "std": std, "image_size": image_size, "strict": strict, "loss": distill, "epochs": epochs,
+        "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
+        "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
+        "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
+    }
+    cfg = resolve_config(file_values, flags)
+    run_build(cfg, Reporter(quiet=quiet))
+
+
+@targets_app.callback()
+def targets_list(ctx: typer.Context) -> None:
+    """List the hardware targets."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgedistill.select.targets import available_targets, load_target
+
+    table = Table(title="targets")
+    for col in ("name", "runtime", "delegate", "threads", "precision", "latency ms", "size KB", "memory MB", "device"):
+        table.add_column(col)
+    for name in available_targets():
+        t = load_target(name)
+        b = t.budgets
+        table.add_row(t.name, t.runtime, t.delegate, str(t.threads), t.precision, f"{b.latency_ms:g}",
+                      f"{b.model_size_kb:g}", f"{b.peak_memory_mb:g}", t.device_kind)
+    console().print(table)
+
+
+@targets_app.command("show")
+def targets_show(
+    name: Annotated[str, typer.Argument(help="Target name or TOML file.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print one target's profile."""
+    from edgedistill.select.targets import load_target
+
+    t = load_target(name)
+    if json_out:
+        print(json.dumps(t.to_dict(), indent=2))
+    else:
+        print(f"# {t.path}")
+        print(t.path.read_text(), end="")
+
+
+def _mount_bench() -> None:
+    from edgedistill.bench.cli import bench
+
+    app.command("bench")(bench)
+
+
+_mount_bench()
+
+
+def main() -> None:
+    err = Console(stderr=True)
+    try:
+        app(standalone_mode=False)
+    except EdgeDistillError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}" + (f"\n[bold]what to do:[/] {exc.hint}" if exc.hint else ""),
+                  highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(EXIT_INTERRUPTED)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,91 @@
+"""The resolved configuration of one build: defaults < edgedistill.toml (or --config) < flags.
+
+The resolved config is saved in the bundle, so a build can be reproduced from its manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from edgedistill.errors import InputError
+
+DEFAULT_LOSS = "ce=0.5,kd=0.5,T=4"
+
+
+@dataclass
+class BuildConfig:
+    target: str = "android-arm64"
+    out: str = "dist"
+    run_dir: str = ""  # default: runs/<target>
+    seed: int = 0
+    # data and teacher (issue 6): empty means the built-in default
+    data: str = ""
+    teacher: str = ""
+    weights: str = ""
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    image_size: list[int] = field(default_factory=list)
+    strict: bool = False
+    # training
+    loss: str = DEFAULT_LOSS
+    teacher_epochs: int = 20
+    epochs: int = 40
+    qat_epochs: int = 4
+    batch_size: int = 64
+    lr: float = 3e-3
+    augment: bool = False
+    scratch_baseline: bool = True
+    device: str = "auto"
+    min_compression: float = 10.0  # student must have this many times fewer parameters
+    # budgets override the target's
+    max_latency_ms: float | None = None
+    max_size_kb: float | None = None
+    # benchmarking
+    bench_device: str = ""  # default: the target's default device, else this host
+    bench_warmup: int = 20
+    bench_runs: int = 100
+    # calibration for post-training int8 ONNX: samples per class from the training split
+    calibration_per_class: int = 32
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / Path(self.target).stem
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(BuildConfig)}
+
+
+def load_config_file(path: Path) -> dict:
+    """Read ``[build]`` (or top-level keys) of a TOML file; unknown keys are an error, not ignored."""
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = raw.get("build", raw)
+    unknown = sorted(set(section) - set(_FIELDS))
+    if unknown:
+        raise InputError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}",
+            hint=f"valid keys: {', '.join(sorted(_FIELDS))}",
+        )
+    return dict(section)
+
+
+def resolve_config(file_values: dict, flag_values: dict) -> BuildConfig:
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
+    try:
+        return BuildConfig(**merged)
+    except TypeError as exc:
+        raise InputError(f"bad build configuration: {exc}") from exc
