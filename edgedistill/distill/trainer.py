@@ -1,17 +1,24 @@
 """The training loop shared by the teacher, the scratch baseline and every distilled student.
 
 One loop, three uses: a teacher or scratch student is ``weights=LossWeights(ce=1)`` with no teacher;
-a distilled student passes the teacher and any mix of KD, hints, attention and RKD.
+a distilled student passes the teacher and any mix of KD, hints, attention, RKD and DIST.
 
 Why it is shaped this way:
-- Without augmentation the teacher's logits and tapped features are computed once for the whole
-  training set and reused every epoch, so distillation costs little more than training from labels.
-  With augmentation the teacher sees exactly the student's augmented view (Beyer et al. 2022:
-  consistent teaching) and runs under inference mode (bf16 autocast on GPU).
+- The teacher's outputs are computed once and reused every epoch, so distillation costs little
+  more than training from labels. Without augmentation that is one pass over the training set.
+  The augmentation is a shift by -1..1 pixels, which has only nine views per image, so with
+  augmentation the teacher's outputs for all nine are cached (when they fit ``cache_limit_mb``)
+  and the student's view is looked up: the teacher still sees exactly the student's augmented view
+  (Beyer et al. 2022: consistent teaching). Otherwise the teacher runs per batch on that view.
+  Either way it runs under inference mode, in bf16 autocast on GPU.
 - Shuffling and augmentation draw from a generator seeded by (seed, epoch), not from global state,
   so a run killed after epoch k and resumed from its checkpoint ends with the same weights as one
   that never stopped.
 - The weights with the best validation accuracy are kept (early stopping without stopping early).
+- Launched by ``torchrun`` (see :mod:`edgedistill.distill.ddp`), each process trains on its shard
+  of the same seeded permutation through DistributedDataParallel; ``batch_size`` is per process.
+  Only rank 0 writes checkpoints, and BatchNorm buffers are taken from rank 0 after every epoch so
+  that every rank validates, picks and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
+from edgedistill.distill import ddp
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.errors import EdgeDistillError
 from edgedistill.fsutil import atomic_path
@@ -42,13 +50,14 @@ class TrainingDivergedError(EdgeDistillError):
 @dataclass
 class TrainConfig:
     epochs: int = 40
-    batch_size: int = 64
+    batch_size: int = 64  # per process under torchrun
     lr: float = 3e-3
     weight_decay: float = 5e-4
     seed: int = 0
     augment: bool = False  # random +-1 pixel shifts, the same view for teacher and student
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = True  # autocast on CUDA only; CPU stays fp32
+    cache_limit_mb: float = 1024.0  # largest teacher-output cache (all augmented views) to keep
 
 
 @dataclass
@@ -69,6 +78,7 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"
     teacher_cached: bool = False
+    world_size: int = 1
 
     @property
     def sec_per_epoch(self) -> float:
@@ -86,21 +96,44 @@ class TrainResult:
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            # one GPU per process under torchrun
+            return torch.device("cuda", ddp.local_rank()) if ddp.is_distributed() else torch.device("cuda")
+        return torch.device("cpu")
     return torch.device(name)
 
 
-def _shift_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random shifts by -1..1 pixels with zero (background) fill, per sample."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (1, 1, 1, 1), value=float(x.amin()))
+# ---------------------------------------------------------------------------------------------
+# Augmentation: a shift of -1..1 pixels along each axis is one of nine views, numbered dy * 3 + dx.
+
+N_VIEWS = 9
+
+
+def _draw_views(n: int, gen: torch.Generator) -> torch.Tensor:
     dy = torch.randint(0, 3, (n,), generator=gen)
     dx = torch.randint(0, 3, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None, :])  # (n, h)
-    cols = (dx[:, None] + torch.arange(w)[None, :])  # (n, w)
+    return dy * 3 + dx
+
+
+def _shift_views(x: torch.Tensor, views: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+    """Shift each sample by its view's (dy - 1, dx - 1) pixels, filling with the background."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (1, 1, 1, 1), value=float(x.amin()) if fill is None else fill)
+    dy, dx = views // 3, views % 3
+    rows = dy[:, None] + torch.arange(h)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None, :]  # (n, w)
     idx_n = torch.arange(n)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def _shift_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random shifts by -1..1 pixels with background fill, per sample."""
+    return _shift_views(x, _draw_views(len(x), gen))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
 
 
 @torch.no_grad()
@@ -120,12 +153,67 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
     return torch.cat(outs)
 
 
+def accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
+    pred = np.asarray(logits).argmax(1)
+    return float((pred == np.asarray(labels)).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# The teacher's side
+
+
 def _teacher_outputs(teacher: nn.Module, paths: list[str], x: torch.Tensor, use_bf16: bool):
     with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         with FeatureTaps(teacher, paths) as taps:
             logits = teacher(x)
         feats = {p: taps.outputs[p] for p in paths}
-    return logits.float(), {p: f.float() for p, f in feats.items()}
+    # Inference tensors may not be saved for backward (an MSE hint saves its target), so leave
+    # inference mode with ordinary fp32 copies.
+    return logits.float().clone(), {p: f.float().clone() for p, f in feats.items()}
+
+
+class _TeacherCache:
+    """Teacher logits and tapped features for every training image, per view: ``views`` is 1
+    (no augmentation) or 9 (every shift)."""
+
+    def __init__(self, teacher: nn.Module, paths: list[str], x: torch.Tensor, views: int, fill: float,
+                 device: torch.device, use_bf16: bool, chunk: int = 512) -> None:
+        logits, feats = [], {p: [] for p in paths}
+        for view in range(views):
+            for i in range(0, len(x), chunk):
+                xb = x[i : i + chunk]
+                if views > 1:
+                    xb = _shift_views(xb, torch.full((len(xb),), view, dtype=torch.long), fill)
+                out_l, out_f = _teacher_outputs(teacher, paths, _to_device(xb, device), use_bf16)
+                logits.append(out_l)
+                for p in paths:
+                    feats[p].append(out_f[p])
+        n = len(x)
+        self.views = views
+        # (views * N, ...): row view * N + i holds image i seen in that view
+        self.logits = torch.cat(logits)
+        self.feats = {p: torch.cat(f) for p, f in feats.items()}
+        self.n = n
+
+    def lookup(self, idx: torch.Tensor, views: torch.Tensor | None):
+        rows = idx if views is None else views * self.n + idx
+        rows = rows.to(self.logits.device)
+        return self.logits[rows], {p: f[rows] for p, f in self.feats.items()}
+
+
+def _teacher_cache_mb(teacher: nn.Module, paths: list[str], sample: torch.Tensor, n: int, views: int) -> float:
+    logits, feats = _teacher_outputs(teacher, paths, sample, use_bf16=False)
+    per_sample = (logits[0].numel() + sum(f[0].numel() for f in feats.values())) * 4
+    return per_sample * n * views / 2**20
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
 
 
 def train(
@@ -140,9 +228,14 @@ def train(
     progress: Callable[[str, int, int, str], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; returns its history. ``progress(label, epoch, epochs, info)`` is
-    called after every epoch (the CLI draws a progress bar with it)."""
+    called after every epoch (the CLI draws a progress bar with it). Under ``torchrun`` every
+    process calls this with the same arguments."""
     weights = weights or LossWeights(ce=1.0)
+    ddp.init_from_env()
+    rank, world = ddp.rank(), ddp.world_size()
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     use_bf16 = cfg.bf16 and device.type == "cuda"
     torch.manual_seed(cfg.seed)
 
@@ -150,36 +243,43 @@ def train(
     y_train = torch.from_numpy(data.train.labels)
     x_val = torch.from_numpy(data.inputs("val"))
     y_val = torch.from_numpy(data.val.labels)
+    fill = float(x_train.amin()) if len(x_train) else 0.0
 
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    if world > 1:
+        ddp.broadcast_state(model)  # every rank starts from rank 0's initialisation
     criterion: DistillationLoss | None = None
+    teacher_home = None
     if teacher is not None:
+        teacher_home = next(teacher.parameters(), torch.empty(0)).device
         teacher.to(device).eval()
+        if device.type == "cuda":
+            teacher.to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        criterion = DistillationLoss(teacher, model, weights, x_train[: min(8, len(x_train))].to(device))
+        criterion = DistillationLoss(teacher, model, weights, _to_device(x_train[: min(8, len(x_train))], device))
+        if world > 1:
+            ddp.broadcast_state(criterion)
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(x_train) / world) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15
     )
+    net: nn.Module = ddp.wrap(model, device) if world > 1 else model
 
-    # The teacher's view of the un-augmented training set never changes: compute it once.
-    cached_teacher = None
+    cache = None
     t_paths = criterion.paths_teacher if criterion is not None else []
     s_paths = criterion.paths_student if criterion is not None else []
-    if teacher is not None and not cfg.augment:
-        chunks = [_teacher_outputs(teacher, t_paths, x_train[i : i + 512].to(device), use_bf16)
-                  for i in range(0, len(x_train), 512)]
-        cached_teacher = (
-            torch.cat([c[0] for c in chunks]),
-            {p: torch.cat([c[1][p] for c in chunks]) for p in t_paths},
-        )
+    if teacher is not None and len(x_train):
+        views = N_VIEWS if cfg.augment else 1
+        need_mb = _teacher_cache_mb(teacher, t_paths, _to_device(x_train[:2], device), len(x_train), views)
+        if views == 1 or need_mb <= cfg.cache_limit_mb:
+            cache = _TeacherCache(teacher, t_paths, x_train, views, fill, device, use_bf16)
 
-    result = TrainResult(device=str(device), teacher_cached=cached_teacher is not None)
+    result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world)
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
     ckpt = checkpoint_dir / "checkpoint.pt" if checkpoint_dir is not None else None
@@ -192,48 +292,54 @@ def train(
             criterion.load_state_dict(state["criterion"])
         best_state = state["best"]
         result = TrainResult.from_dict(state["result"])
+        result.teacher_cached = cache is not None
         start_epoch = len(result.history)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(x_train), generator=gen)
-        model.train()
+        # Views are drawn for the whole permutation before sharding, so every rank draws the same.
+        views_all = _draw_views(len(perm), gen) if cfg.augment else None
+        if world > 1:
+            perm, views_all = ddp.shard(perm, views_all, rank, world)
+        net.train()
         total, seen, correct = 0.0, 0, 0
         parts_sum: dict[str, float] = {}
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
+            views = views_all[i : i + cfg.batch_size] if views_all is not None else None
             xb = x_train[idx]
-            if cfg.augment:
-                xb = _shift_batch(xb, gen)
-            xb, yb = xb.to(device), y_train[idx].to(device)
-            if device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            if views is not None:
+                xb = _shift_views(xb, views, fill)
+            xb, yb = _to_device(xb, device), y_train[idx].to(device)
             t_logits, t_feats = None, {}
             if teacher is not None:
-                if cached_teacher is not None:
-                    t_logits = cached_teacher[0][idx].to(device)
-                    t_feats = {p: cached_teacher[1][p][idx].to(device) for p in t_paths}
+                if cache is not None:
+                    t_logits, t_feats = cache.lookup(idx, views)
                 else:
                     t_logits, t_feats = _teacher_outputs(teacher, t_paths, xb, use_bf16)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 with FeatureTaps(model, s_paths) as taps:
-                    logits = model(xb)
+                    logits = net(xb)
                 if criterion is None:
                     loss, parts = F.cross_entropy(logits.float(), yb), {}
                 else:
                     s_feats = {p: taps.outputs[p].float() for p in s_paths}
                     loss, parts = criterion(logits.float(), yb, t_logits, s_feats, t_feats)
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss)) if world == 1 else ddp.all_true(bool(torch.isfinite(loss)), device)
+            if not finite:
                 raise TrainingDivergedError(
-                    f"{label}: loss became {float(loss)} at epoch {epoch + 1}",
+                    f"{label}: loss became {float(loss.detach())} at epoch {epoch + 1}",
                     hint="lower the learning rate (--lr) or check the data for NaN/Inf values; "
                     + (f"the last good checkpoint is {ckpt}" if ckpt is not None else "no checkpoint was kept"),
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1 and criterion is not None:
+                ddp.average_gradients(criterion)  # hint adapters live outside the DDP-wrapped student
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
@@ -241,6 +347,11 @@ def train(
             correct += int((logits.argmax(1) == yb).sum())
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
+        if world > 1:
+            ddp.broadcast_buffers(model)
+            if criterion is not None:
+                ddp.broadcast_buffers(criterion)
+            total, seen, correct, parts_sum = ddp.sum_stats(total, seen, correct, parts_sum, device)
         val_acc = evaluate(model, x_val, y_val) if len(x_val) else float("nan")
         record = EpochRecord(
             epoch=epoch + 1,
@@ -255,7 +366,7 @@ def train(
         if not (val_acc <= result.best_val_acc):  # also true for the first epoch and for NaN (no val split)
             result.best_val_acc, result.best_epoch = val_acc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
-        if ckpt is not None:
+        if ckpt is not None and rank == 0:
             with atomic_path(ckpt) as tmp:
                 torch.save(
                     {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -263,16 +374,17 @@ def train(
                      "best": best_state, "result": result.to_dict()},
                     tmp,
                 )
-        if progress is not None:
+        if progress is not None and rank == 0:
             progress(label, epoch + 1, cfg.epochs, f"loss {record.loss:.3f} val {val_acc:.3f}")
 
     model.load_state_dict(best_state)
+    if world > 1:
+        ddp.broadcast_state(model)  # identical already; this makes it a guarantee
     model.cpu()
     if device.type == "cuda":
         model.to(memory_format=torch.contiguous_format)
+    if teacher is not None and teacher_home is not None:
+        teacher.to(teacher_home)
+        if device.type == "cuda":
+            teacher.to(memory_format=torch.contiguous_format)
     return result
-
-
-def accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
-    pred = np.asarray(logits).argmax(1)
-    return float((pred == np.asarray(labels)).mean())
