@@ -4,7 +4,9 @@ Python user can make too). Errors the user can act on print one line and exit wi
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,10 +57,12 @@ def build(
     std: Annotated[Optional[list[float]], typer.Option(help="Per-channel std of scaled pixels (repeat per channel).")] = None,
     image_size: Annotated[Optional[list[int]], typer.Option(help="Resize images to H W (give twice: --image-size 28 --image-size 28).")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail on unreadable images instead of skipping them.")] = None,
-    distill: Annotated[Optional[str], typer.Option("--distill", help="Loss weights, e.g. kd=1.0,hint=0.5,attention=0.5,rkd=0.2,ce=0.5,T=4.")] = None,
+    distill: Annotated[Optional[str], typer.Option("--distill", help="Loss weights, e.g. kd=1.0,hint=0.5,attention=0.5,rkd=0.2,dist=1,ce=0.5,T=4 [default: the recipe's].")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Distillation epochs [default: 40].")] = None,
     teacher_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the built-in teacher [default: 20].")] = None,
     qat_epochs: Annotated[Optional[int], typer.Option(min=1, help="Quantization-aware fine-tuning epochs [default: 4].")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random +-1 pixel shifts, the same view for teacher and student [default: the recipe's].")] = None,
+    assistant_ratio: Annotated[Optional[float], typer.Option(help="Distil through teacher assistants when teacher/student parameters exceed this ratio [default: 50].")] = None,
     scratch: Annotated[Optional[bool], typer.Option("--scratch/--no-scratch", help="Also train the student from labels alone, for comparison [default: on].")] = None,
     device: Annotated[Optional[str], typer.Option(help="Training device: auto, cpu, cuda, cuda:N [default: auto].")] = None,
     bench_device: Annotated[Optional[str], typer.Option(help="Where to benchmark: local, ssh://..., adb[:SERIAL] [default: target's device or local].")] = None,
@@ -72,6 +76,7 @@ def build(
     from edgedistill.pipeline import build as run_build
     from edgedistill.progress import Reporter
 
+    _quiet_torch()
     if config is None and Path("edgedistill.toml").is_file():
         config = Path("edgedistill.toml")
     file_values = load_config_file(config) if config is not None else {}
@@ -80,7 +85,7 @@ def build(
         "out": str(out) if out else None, "run_dir": str(run_dir) if run_dir else None, "seed": seed,
         "data": str(data) if data else None, "teacher": teacher, "weights": str(weights) if weights else None,
         "mean": mean, "std": std, "image_size": image_size, "strict": strict, "loss": distill, "epochs": epochs,
-        "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
+        "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch, "augment": augment, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
         "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
     }
@@ -131,7 +136,35 @@ def _mount_bench() -> None:
 _mount_bench()
 
 
+def _quiet_libraries() -> None:
+    """Keep stderr for our own progress: the converters' native INFO logs, litert-torch's own
+    progress lines and library deprecation warnings say nothing a user can act on. Set before the
+    libraries load (they read these once). EDGEDISTILL_DEBUG=1 keeps everything."""
+    if os.environ.get("EDGEDISTILL_DEBUG"):
+        return
+    for name, value in (("TF_CPP_MIN_LOG_LEVEL", "2"), ("GLOG_minloglevel", "2"),
+                        ("LITERT_TORCH_SHOW_PROGRESS", "n"), ("TF_ENABLE_ONEDNN_OPTS", "0")):
+        os.environ.setdefault(name, value)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+    import logging
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
+def _quiet_torch() -> None:
+    """torch installs its own log handlers on import; lower them once it is loaded."""
+    if os.environ.get("EDGEDISTILL_DEBUG"):
+        return
+    import logging
+
+    import torch._logging
+
+    torch._logging.set_logs(all=logging.ERROR)
+
+
 def main() -> None:
+    _quiet_libraries()
     err = Console(stderr=True)
     try:
         app(standalone_mode=False)

@@ -17,9 +17,6 @@ else:  # pragma: no cover
 
 from edgedistill.errors import InputError
 
-DEFAULT_LOSS = "ce=0.5,kd=0.5,T=4"
-
-
 @dataclass
 class BuildConfig:
     target: str = "android-arm64"
@@ -35,13 +32,14 @@ class BuildConfig:
     image_size: list[int] = field(default_factory=list)
     strict: bool = False
     # training
-    loss: str = DEFAULT_LOSS
+    loss: str = ""  # empty: the default recipe's loss (edgedistill/distill/recipe.py)
     teacher_epochs: int = 20
     epochs: int = 40
     qat_epochs: int = 4
     batch_size: int = 64
     lr: float = 3e-3
-    augment: bool = False
+    augment: bool | None = None  # None: the default recipe's choice
+    assistant_ratio: float = 50.0  # teacher/student parameter ratio above which assistants bridge the gap
     scratch_baseline: bool = True
     device: str = "auto"
     min_compression: float = 10.0  # student must have this many times fewer parameters

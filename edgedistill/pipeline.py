@@ -23,6 +23,7 @@ from edgedistill import __version__
 from edgedistill.config import BuildConfig
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill.losses import LossWeights, parse_loss_weights
+from edgedistill.distill.recipe import DEFAULT_LOSS, DEFAULT_OVERRIDES
 from edgedistill.distill.trainer import TrainConfig, TrainResult, evaluate, predict_logits, train
 from edgedistill.errors import BudgetError, InputError
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
@@ -44,6 +45,7 @@ class StudentResult:
     test_acc: float
     train: dict  # TrainResult.to_dict()
     weights_file: str
+    assistants: list[str] = field(default_factory=list)  # teacher-assistant chain, largest first
 
 
 @dataclass
@@ -59,6 +61,8 @@ class BuildResult:
     export: dict
     verification: list[dict]
     benchmarks: dict[str, dict]
+    loss: str = ""  # the resolved distillation loss
+    augment: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
     bundle_dir: Path | None = None
     run_dir: Path | None = None
@@ -95,7 +99,7 @@ def _load_student(result: StudentResult, stage_dir: Path) -> torch.nn.Module:
 
 def _train_student(
     rd: RunDir, name: str, inputs: dict, spec, data: ImageDataset, cfg: TrainConfig,
-    teacher, weights: LossWeights, rep: Reporter,
+    teacher, weights: LossWeights, rep: Reporter, assistant_ratio: float = float("inf"),
 ) -> tuple[StudentResult, torch.nn.Module]:
     stage = rd.stage(name, inputs)
     stored = stage.load()
@@ -107,13 +111,30 @@ def _train_student(
         rep.note(f"{name}: resuming an interrupted run from {stage.dir}")
     torch.manual_seed(cfg.seed)
     model = create_model(spec)
-    history = train(model, data, cfg, teacher=teacher, weights=weights, label=name,
-                    checkpoint_dir=stage.dir, progress=rep.epoch)
+    assistants: list[str] = []
+    teacher_spec = getattr(teacher, "spec", None)
+    ratio = count_parameters(teacher) / count_parameters(model) if teacher is not None else 0.0
+    if teacher is not None and ratio > assistant_ratio and getattr(teacher_spec, "family", None) == spec.family:
+        from edgedistill.distill.assistant import distill_chain
+
+        chain = distill_chain(teacher, model, data, cfg, weights, ratio_threshold=assistant_ratio, label=name,
+                              checkpoint_dir=stage.dir, progress=rep.epoch)
+        assistants = [a.describe() if hasattr(a, "describe") else str(a) for a in chain.assistants]
+        rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x: distilled through "
+                 f"assistant(s) {', '.join(assistants)}")
+        history = chain.student_result
+    else:
+        if teacher is not None and ratio > assistant_ratio:
+            rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x, but the teacher is not of the "
+                     "student's family: no assistant can be shaped between them; distilling directly")
+        history = train(model, data, cfg, teacher=teacher, weights=weights, label=name,
+                        checkpoint_dir=stage.dir, progress=rep.epoch)
     x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     save_file(model.state_dict(), str(stage.dir / "student.safetensors"))
     result = StudentResult(
         spec=spec_to_dict(spec), params=count_parameters(model), val_acc=history.best_val_acc,
         test_acc=evaluate(model, x_test, y_test), train=history.to_dict(), weights_file="student.safetensors",
+        assistants=assistants,
     )
     (stage.dir / "checkpoint.pt").unlink(missing_ok=True)
     stage.save(dataclasses.asdict(result))
@@ -138,7 +159,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     target = load_target(cfg.target).with_budgets(cfg.max_latency_ms, cfg.max_size_kb)
     out_root = Path(cfg.out)
     check_writable(out_root)
-    weights = parse_loss_weights(cfg.loss)
+    weights = parse_loss_weights(cfg.loss) if cfg.loss else dataclasses.replace(DEFAULT_LOSS)
     rd = RunDir(cfg.run_path())
     torch.manual_seed(cfg.seed)
 
@@ -161,14 +182,16 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     student_spec = spec_from_dict(selection["chosen"]["spec"])
 
     # --- distill -------------------------------------------------------------------------
+    augment = DEFAULT_OVERRIDES.get("augment", False) if cfg.augment is None else cfg.augment
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                            augment=cfg.augment, device=cfg.device)
+                            augment=augment, device=cfg.device)
     base_inputs = {"data": fingerprint, "teacher": teacher_info["key"], "student": selection["chosen"]["spec"],
                    "train": dataclasses.asdict(train_cfg)}
     rep.stage("distill", f"{selection['chosen']['name']} ({selection['chosen']['params']:,} params) "
               f"from the teacher ({teacher_params:,}), loss {weights.to_str()}")
     student, student_model = _train_student(
-        rd, "distill", {**base_inputs, "loss": weights.to_str()}, student_spec, data, train_cfg, teacher, weights, rep
+        rd, "distill", {**base_inputs, "loss": weights.to_str(), "assistant_ratio": cfg.assistant_ratio},
+        student_spec, data, train_cfg, teacher, weights, rep, cfg.assistant_ratio,
     )
     scratch = None
     if cfg.scratch_baseline:
@@ -202,7 +225,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     result = BuildResult(
         target=target, config=cfg, data=data, teacher=teacher_info, selection=selection, student=student,
         scratch=scratch, qat=qat, export=export, verification=verification, benchmarks=benchmarks,
-        run_dir=rd.path,
+        run_dir=rd.path, loss=weights.to_str(), augment=train_cfg.augment,
     )
     # --- bundle ----------------------------------------------------------------------------
     rep.stage("bundle", f"writing {out_root / target.name}")

@@ -7,6 +7,7 @@ starts from the fp32 student; the manifest says so.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,6 +23,18 @@ OPSET = 18
 
 
 def export_onnx_fp32(model: nn.Module, sample_nchw: torch.Tensor, path: Path) -> Path:
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    # The exporter warns that torchvision's detection ops are not registered: irrelevant here.
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        _export_and_simplify(model, sample_nchw, path)
+    finally:
+        onnx_log.setLevel(level)
+    return path
+
+
+def _export_and_simplify(model: nn.Module, sample_nchw: torch.Tensor, path: Path) -> None:
     import onnx
     import onnxsim
 
@@ -45,7 +58,6 @@ def export_onnx_fp32(model: nn.Module, sample_nchw: torch.Tensor, path: Path) ->
             raise RuntimeError("onnxsim could not validate the simplified model")
         with atomic_path(path) as out:
             onnx.save(simplified, str(out))
-    return path
 
 
 class _Reader:
