@@ -59,7 +59,7 @@ def build(
     strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail on unreadable images instead of skipping them.")] = None,
     distill: Annotated[Optional[str], typer.Option("--distill", help="Loss weights, e.g. kd=1.0,hint=0.5,attention=0.5,rkd=0.2,dist=1,ce=0.5,T=4 [default: the recipe's].")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Distillation epochs [default: 40].")] = None,
-    teacher_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the built-in teacher [default: 20].")] = None,
+    teacher_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the built-in teacher [default: 30].")] = None,
     qat_epochs: Annotated[Optional[int], typer.Option(min=1, help="Quantization-aware fine-tuning epochs [default: 4].")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random +-1 pixel shifts, the same view for teacher and student [default: the recipe's].")] = None,
     assistant_ratio: Annotated[Optional[float], typer.Option(help="Distil through teacher assistants when teacher/student parameters exceed this ratio [default: 50].")] = None,
@@ -67,8 +67,14 @@ def build(
     device: Annotated[Optional[str], typer.Option(help="Training device: auto, cpu, cuda, cuda:N [default: auto].")] = None,
     bench_device: Annotated[Optional[str], typer.Option(help="Where to benchmark: local, ssh://..., adb[:SERIAL] [default: target's device or local].")] = None,
     bench_runs: Annotated[Optional[int], typer.Option(min=1, help="Timed benchmark runs [default: 100].")] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option(help="Override the target's latency budget.")] = None,
-    max_size_kb: Annotated[Optional[float], typer.Option(help="Override the target's model size budget.")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="Latency budget (ms): selection aims under it and the measured model.tflite must meet it (gate, exit 4).")] = None,
+    max_size_kb: Annotated[Optional[float], typer.Option(help="Size budget (KB): selection aims under it and model.tflite must meet it (gate, exit 4).")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(help="Gate: model.tflite test accuracy at least this fraction, e.g. 0.95 (exit 4).")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Gate: model.tflite accuracy at most this far below the reference, e.g. 0.01 (exit 4).")] = None,
+    drop_reference: Annotated[Optional[str], typer.Option(help="Reference of --max-accuracy-drop: fp32 (the distilled student) or teacher.")] = None,
+    max_rounds: Annotated[Optional[int], typer.Option(min=1, help="Measure/re-choose rounds when the measured latency misses the budget [default: 3].")] = None,
+    init_from_teacher: Annotated[Optional[bool], typer.Option("--init-from-teacher/--no-init-from-teacher", help="Start the student from the teacher's weights where shapes allow [default: on].")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout, also when the build stops early.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Distil, quantize, export, verify and benchmark a student; write the bundle to OUT/TARGET."""
@@ -88,9 +94,28 @@ def build(
         "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch, "augment": augment, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
         "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
+        # The budget flags are also gates on the measured result.
+        "gate_max_latency_ms": max_latency_ms, "gate_max_size_kb": max_size_kb,
+        "gate_min_accuracy": min_accuracy, "gate_max_accuracy_drop": max_accuracy_drop,
+        "gate_drop_reference": drop_reference, "max_rounds": max_rounds, "init_from_teacher": init_from_teacher,
     }
-    cfg = resolve_config(file_values, flags)
-    run_build(cfg, Reporter(quiet=quiet))
+    if not json_out:
+        run_build(resolve_config(file_values, flags), Reporter(quiet=quiet))
+        return
+    from edgedistill.gates import status_for, summary_json
+
+    try:
+        result = run_build(resolve_config(file_values, flags), Reporter(quiet=quiet))
+    except EdgeDistillError as exc:
+        summary = summary_json(status_for(exc.exit_code), getattr(exc, "results", []), exc.exit_code,
+                               exc.message, getattr(exc, "manifest", None), None)
+        print(json.dumps(summary, indent=2))
+        raise
+    except KeyboardInterrupt:
+        print(json.dumps(summary_json("interrupted", [], EXIT_INTERRUPTED, "interrupted", None, None), indent=2))
+        raise
+    manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
+    print(json.dumps(summary_json("ok", result.gates, 0, None, manifest, result.bundle_dir), indent=2))
 
 
 @targets_app.callback()
@@ -127,13 +152,28 @@ def targets_show(
         print(t.path.read_text(), end="")
 
 
-def _mount_bench() -> None:
+@app.command("verify")
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. dist/android-arm64.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
+) -> None:
+    """Re-check a release bundle: every hash, every artifact loads, parity on the stored sample."""
+    from edgedistill.verify.bundle import verify_command
+
+    raise typer.Exit(verify_command(bundle, json_out))
+
+
+def _mount_subsystem_commands() -> None:
+    """Commands that live beside their subsystem (each module keeps its own options)."""
     from edgedistill.bench.cli import bench
+    from edgedistill.select.cli import calibrate, select
 
     app.command("bench")(bench)
+    app.command("select")(select)
+    app.command("calibrate")(calibrate)
 
 
-_mount_bench()
+_mount_subsystem_commands()
 
 
 def _quiet_libraries() -> None:
@@ -177,15 +217,25 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors carry their own exit code
+        ClickException, Abort = _click_exceptions()
+        if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, Abort):
             sys.exit(EXIT_INTERRUPTED)
         raise
+
+
+def _click_exceptions():
+    """typer vendors click as ``typer._click`` in recent releases (its Abort lives beside it);
+    older releases use click itself."""
+    try:
+        from typer._click.exceptions import ClickException
+        from typer.exceptions import Abort
+    except ImportError:  # pragma: no cover
+        from click.exceptions import Abort, ClickException
+    return ClickException, Abort
 
 
 if __name__ == "__main__":  # pragma: no cover

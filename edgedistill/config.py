@@ -33,19 +33,27 @@ class BuildConfig:
     strict: bool = False
     # training
     loss: str = ""  # empty: the default recipe's loss (edgedistill/distill/recipe.py)
-    teacher_epochs: int = 20
+    teacher_epochs: int = 30
     epochs: int = 40
     qat_epochs: int = 4
     batch_size: int = 64
     lr: float = 3e-3
     augment: bool | None = None  # None: the default recipe's choice
-    assistant_ratio: float = 50.0  # teacher/student parameter ratio above which assistants bridge the gap
+    assistant_ratio: float = 50.0
+    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow  # teacher/student parameter ratio above which assistants bridge the gap
     scratch_baseline: bool = True
     device: str = "auto"
     min_compression: float = 10.0  # student must have this many times fewer parameters
     # budgets override the target's
     max_latency_ms: float | None = None
     max_size_kb: float | None = None
+    max_rounds: int = 3  # measure -> refit -> re-choose rounds when the measured latency misses the budget
+    # quality gates on the measured result (fractions for accuracy): a failure exits 4, no bundle
+    gate_min_accuracy: float | None = None
+    gate_max_accuracy_drop: float | None = None
+    gate_drop_reference: str = "fp32"  # "fp32" (the distilled student) | "teacher"
+    gate_max_latency_ms: float | None = None
+    gate_max_size_kb: float | None = None
     # benchmarking
     bench_device: str = ""  # default: the target's default device, else this host
     bench_warmup: int = 20

@@ -29,7 +29,7 @@ from edgedistill.errors import BudgetError, InputError
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
 from edgedistill.progress import Reporter
 from edgedistill.rundir import RunDir, stable_hash
-from edgedistill.select.candidates import evaluate_candidates
+from edgedistill.gates import GateConfig, check_gates
 from edgedistill.select.targets import Target, load_target
 
 ARTIFACTS = ("model.tflite", "model_fp32.tflite", "model.onnx", "model_int8.onnx")
@@ -46,6 +46,7 @@ class StudentResult:
     train: dict  # TrainResult.to_dict()
     weights_file: str
     assistants: list[str] = field(default_factory=list)  # teacher-assistant chain, largest first
+    init: dict = field(default_factory=dict)  # how the student was initialised from the teacher
 
 
 @dataclass
@@ -61,6 +62,8 @@ class BuildResult:
     export: dict
     verification: list[dict]
     benchmarks: dict[str, dict]
+    feedback_rounds: list[dict] = field(default_factory=list)
+    gates: list = field(default_factory=list)
     loss: str = ""  # the resolved distillation loss
     augment: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -98,19 +101,28 @@ def _load_student(result: StudentResult, stage_dir: Path) -> torch.nn.Module:
 
 
 def _train_student(
-    rd: RunDir, name: str, inputs: dict, spec, data: ImageDataset, cfg: TrainConfig,
-    teacher, weights: LossWeights, rep: Reporter, assistant_ratio: float = float("inf"),
+    rd: RunDir, stage_name: str, inputs: dict, spec, data: ImageDataset, cfg: TrainConfig,
+    teacher, weights: LossWeights, rep: Reporter, *, label: str, assistant_ratio: float = float("inf"),
+    init_from_teacher: bool = False,
 ) -> tuple[StudentResult, torch.nn.Module]:
-    stage = rd.stage(name, inputs)
+    stage = rd.stage(stage_name, inputs)
     stored = stage.load()
     if stored is not None:
         result = StudentResult(**stored)
-        rep.note(f"{name}: reused from {stage.dir} (test accuracy {result.test_acc:.4f})")
+        rep.note(f"{label}: reused from {stage.dir} (test accuracy {result.test_acc:.4f})")
         return result, _load_student(result, stage.dir)
     if stage.begin():
-        rep.note(f"{name}: resuming an interrupted run from {stage.dir}")
+        rep.note(f"{label}: resuming an interrupted run from {stage.dir}")
+    name = label
     torch.manual_seed(cfg.seed)
     model = create_model(spec)
+    init_report: dict = {}
+    if init_from_teacher and teacher is not None and getattr(getattr(teacher, "spec", None), "family", None) == spec.family:
+        from edgedistill.select.init_from_teacher import init_student_from_teacher
+
+        # DistilBERT-style head start: evenly spaced blocks, most important channels/heads.
+        init_report = init_student_from_teacher(teacher, model, sample=torch.from_numpy(data.inputs("train")[:512]))
+        rep.note(f"{label}: initialised from the teacher ({init_report.get('criterion', 'see run directory')})")
     assistants: list[str] = []
     teacher_spec = getattr(teacher, "spec", None)
     ratio = count_parameters(teacher) / count_parameters(model) if teacher is not None else 0.0
@@ -134,7 +146,7 @@ def _train_student(
     result = StudentResult(
         spec=spec_to_dict(spec), params=count_parameters(model), val_acc=history.best_val_acc,
         test_acc=evaluate(model, x_test, y_test), train=history.to_dict(), weights_file="student.safetensors",
-        assistants=assistants,
+        assistants=assistants, init=init_report,
     )
     (stage.dir / "checkpoint.pt").unlink(missing_ok=True)
     stage.save(dataclasses.asdict(result))
@@ -160,6 +172,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     out_root = Path(cfg.out)
     check_writable(out_root)
     weights = parse_loss_weights(cfg.loss) if cfg.loss else dataclasses.replace(DEFAULT_LOSS)
+    gate_cfg = GateConfig.from_build_config(cfg)
     rd = RunDir(cfg.run_path())
     torch.manual_seed(cfg.seed)
 
@@ -176,57 +189,67 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     teacher_params = count_parameters(teacher)
 
     # --- select --------------------------------------------------------------------------
-    rep.stage("select", f"student for {target.name}: >= {cfg.min_compression:g}x smaller, "
-              f"int8 size <= {target.budgets.model_size_kb:g} KB")
+    rep.stage("select", f"student for {target.name}: >= {cfg.min_compression:g}x smaller, within "
+              f"{target.budgets.latency_ms:g} ms, {target.budgets.model_size_kb:g} KB, "
+              f"{target.budgets.peak_memory_mb:g} MB")
     selection = _select(cfg, target, teacher, teacher_params, data, rep)
-    student_spec = spec_from_dict(selection["chosen"]["spec"])
 
-    # --- distill -------------------------------------------------------------------------
     augment = DEFAULT_OVERRIDES.get("augment", False) if cfg.augment is None else cfg.augment
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                             augment=augment, device=cfg.device)
-    base_inputs = {"data": fingerprint, "teacher": teacher_info["key"], "student": selection["chosen"]["spec"],
-                   "train": dataclasses.asdict(train_cfg)}
-    rep.stage("distill", f"{selection['chosen']['name']} ({selection['chosen']['params']:,} params) "
-              f"from the teacher ({teacher_params:,}), loss {weights.to_str()}")
-    student, student_model = _train_student(
-        rd, "distill", {**base_inputs, "loss": weights.to_str(), "assistant_ratio": cfg.assistant_ratio},
-        student_spec, data, train_cfg, teacher, weights, rep, cfg.assistant_ratio,
-    )
+    device = cfg.bench_device or target.default_device or "local"
+    # Measured latency only steers the choice when it was measured where the target runs: on a
+    # device of the target, or on this host for the host target.
+    feedback = device != "local" or target.device_kind == "local"
+    budget = target.budgets.latency_ms
+    candidate = selection.chosen
+    measured: dict[str, float] = {}
+    rounds: list[dict] = []
+    for round_no in range(1, cfg.max_rounds + 1):
+        r = _student_round(rd, cfg, target, data, teacher, teacher_info, fingerprint, candidate, weights,
+                           train_cfg, device, rep, round_no)
+        latency = r["benchmarks"]["model.tflite"]["median_ms"]
+        if not feedback:
+            rep.note(f"latency measured on this host, not on a {target.name} device: it is reported, "
+                     "not used to re-choose the student (benchmark on a device with --bench-device)")
+            break
+        rounds.append({"round": round_no, "candidate": candidate.name, "params": candidate.params,
+                       "predicted_ms": candidate.predicted_latency_ms, "measured_ms": latency,
+                       "budget_ms": budget, "within_budget": latency <= budget,
+                       "accuracy": r["verification"][0]["accuracy"], "measured_on": device})
+        measured[candidate.key] = latency
+        if latency <= budget:
+            rep.note(f"round {round_no}: {candidate.name} measured {latency:.4g} ms <= budget {budget:g} ms")
+            break
+        candidate = _next_candidate(target, selection, measured, budget, rounds, rep)
+    else:
+        best = min(rounds, key=lambda x: x["measured_ms"])
+        raise BudgetError(
+            f"after {cfg.max_rounds} rounds no student met {target.name}'s latency budget of {budget:g} ms as "
+            f"measured on {device}; the fastest was {best['candidate']} at {best['measured_ms']:.4g} ms",
+            hint="raise --max-latency-ms or --max-rounds, or benchmark on a quieter device",
+        )
+    student, student_model = r["student"], r["student_model"]
+
     scratch = None
     if cfg.scratch_baseline:
         rep.stage("scratch", "the same student from labels alone, for comparison")
-        scratch, _ = _train_student(rd, "scratch", {**base_inputs, "loss": "ce"}, student_spec, data, train_cfg,
-                                    None, LossWeights(ce=1.0), rep)
+        scratch, _ = _train_student(rd, f"{candidate.tag}/scratch", {**r["inputs"], "loss": "ce"},
+                                    candidate.spec, data, train_cfg, None, LossWeights(ce=1.0), rep, label="scratch")
         rep.note(f"distilled {student.test_acc:.4f} vs scratch {scratch.test_acc:.4f} test accuracy")
 
-    # --- quantize (QAT) + int8 TFLite -----------------------------------------------------
-    rep.stage("quantize", f"quantization-aware fine-tuning ({cfg.qat_epochs} epochs, teacher soft targets) "
-              "and fully integer TFLite")
-    qat = _quantize(rd, cfg, data, teacher, student, student_model, base_inputs, weights)
-    rep.note(f"QAT torch reference test accuracy {qat['test_acc']:.4f}")
-
-    # --- export fp32 TFLite, ONNX fp32 + int8 ---------------------------------------------
-    rep.stage("export", "model_fp32.tflite, model.onnx (onnxsim), model_int8.onnx (QDQ)")
-    export = _export(rd, cfg, data, student, student_model, base_inputs)
-
-    # --- verify ----------------------------------------------------------------------------
-    rep.stage("verify", "accuracy, agreement with the torch reference, dtypes, builtin kernels")
-    verification = _verify(rd, data, qat, export)
-    for r in verification:
-        rep.note(f"{r['file']:<18} acc {r['accuracy']:.4f}  agreement {r['agreement']:.4f} vs {r['reference']}")
-
-    # --- bench -----------------------------------------------------------------------------
-    device = cfg.bench_device or target.default_device or "local"
-    rep.stage("bench", f"{len(ARTIFACTS)} artifacts on {device} ({target.threads} threads, "
-              f"{cfg.bench_warmup} warm-up + {cfg.bench_runs} runs)")
-    benchmarks = _bench(rd, cfg, target, device, qat, export, rep)
-
     result = BuildResult(
-        target=target, config=cfg, data=data, teacher=teacher_info, selection=selection, student=student,
-        scratch=scratch, qat=qat, export=export, verification=verification, benchmarks=benchmarks,
-        run_dir=rd.path, loss=weights.to_str(), augment=train_cfg.augment,
+        target=target, config=cfg, data=data, teacher=teacher_info, selection=selection.to_dict(),
+        student=student, scratch=scratch, qat=r["qat"], export=r["export"], verification=r["verification"],
+        benchmarks=r["benchmarks"], run_dir=rd.path, loss=weights.to_str(), augment=train_cfg.augment,
+        feedback_rounds=rounds,
     )
+    # --- gates: the measured result against the release's requirements --------------------
+    if gate_cfg.any:
+        rep.stage("gates", "checking the measured result")
+        result.gates = check_gates(_preview_manifest(result), gate_cfg)  # raises GateFailed (exit 4)
+        for g in result.gates:
+            rep.note(g.reason)
     # --- bundle ----------------------------------------------------------------------------
     rep.stage("bundle", f"writing {out_root / target.name}")
     rep.finish()
@@ -235,6 +258,71 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     result.bundle_dir = write_bundle(result, out_root / target.name, _versions())
     rep.note(f"bundle ready: {result.bundle_dir}")
     return result
+
+
+def _student_round(rd, cfg, target, data, teacher, teacher_info, fingerprint, candidate, weights, train_cfg,
+                   device, rep, round_no) -> dict:
+    """Distil, quantize, export, verify and benchmark one candidate student."""
+    tag = candidate.tag
+    inputs = {"data": fingerprint, "teacher": teacher_info["key"], "student": spec_to_dict(candidate.spec),
+              "train": dataclasses.asdict(train_cfg), "init_from_teacher": cfg.init_from_teacher}
+    prefix = f"round {round_no}: " if round_no > 1 else ""
+    rep.stage("distill", f"{prefix}{candidate.name} ({candidate.params:,} params) from the teacher "
+              f"({count_parameters(teacher):,}), loss {weights.to_str()}")
+    student, student_model = _train_student(
+        rd, f"{tag}/distill", {**inputs, "loss": weights.to_str(), "assistant_ratio": cfg.assistant_ratio},
+        candidate.spec, data, train_cfg, teacher, weights, rep, label="distill",
+        assistant_ratio=cfg.assistant_ratio, init_from_teacher=cfg.init_from_teacher,
+    )
+    rep.stage("quantize", f"quantization-aware fine-tuning ({cfg.qat_epochs} epochs, teacher soft targets) "
+              "and fully integer TFLite")
+    qat = _quantize(rd, tag, cfg, data, teacher, student, student_model, inputs, weights)
+    rep.note(f"QAT torch reference test accuracy {qat['test_acc']:.4f}")
+    rep.stage("export", "model_fp32.tflite, model.onnx (onnxsim), model_int8.onnx (QDQ)")
+    export = _export(rd, tag, cfg, data, student, student_model, inputs)
+    rep.stage("verify", "accuracy, agreement with the torch reference, dtypes, builtin kernels")
+    verification = _verify(rd, tag, data, qat, export)
+    for v in verification:
+        rep.note(f"{v['file']:<18} acc {v['accuracy']:.4f}  agreement {v['agreement']:.4f} vs {v['reference']}")
+    rep.stage("bench", f"{len(ARTIFACTS)} artifacts on {device} ({target.threads} threads, "
+              f"{cfg.bench_warmup} warm-up + {cfg.bench_runs} runs)")
+    benchmarks = _bench(rd, tag, cfg, target, device, qat, export, candidate, data, rep)
+    return {"student": student, "student_model": student_model, "qat": qat, "export": export,
+            "verification": verification, "benchmarks": benchmarks, "inputs": inputs}
+
+
+def _next_candidate(target, selection, measured, budget, rounds, rep):
+    """Refit the target's latency model with what was measured and choose again."""
+    from edgedistill.bench import LatencyStore
+    from edgedistill.select.calibrate import matching_measurements, refit_from_measurement
+    from edgedistill.select.candidates import next_choice
+
+    model = refit_from_measurement(target, matching_measurements(target, LatencyStore().records()))
+    nxt = next_choice(selection.candidates, measured, budget, latency_model=model,
+                      precision=target.precision, threads=target.threads)
+    last = rounds[-1]
+    if nxt is None:
+        best = min(rounds, key=lambda x: x["measured_ms"])
+        raise BudgetError(
+            f"{last['candidate']} measured {last['measured_ms']:.4g} ms > {target.name}'s budget {budget:g} ms and no "
+            f"smaller candidate is predicted to fit; the best measured was {best['candidate']} at "
+            f"{best['measured_ms']:.4g} ms",
+            hint="raise --max-latency-ms, or lower --min-compression to allow other students",
+        )
+    rep.note(f"round {last['round']}: {last['candidate']} measured {last['measured_ms']:.4g} ms > budget "
+             f"{budget:g} ms; latency model refitted; next: {nxt.name} (predicted "
+             f"{nxt.predicted_latency_ms if nxt.predicted_latency_ms is None else round(nxt.predicted_latency_ms, 4)} ms)")
+    return nxt
+
+
+def _preview_manifest(result: "BuildResult") -> dict:
+    """The manifest as it will be written, for gates to read before anything reaches the bundle."""
+    from edgedistill.bundle.manifest import build_manifest
+    from edgedistill.fsutil import sha256_file
+
+    files = {n: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for n, p in _artifact_paths(result.qat, result.export).items()}
+    return build_manifest(result, _versions(), files)
 
 
 def _load_data(cfg: BuildConfig) -> ImageDataset:
@@ -278,38 +366,34 @@ def _teacher(cfg: BuildConfig, data: ImageDataset, rep: Reporter) -> tuple[torch
     return module, {**dataclasses.asdict(info), "key": info.source["key"]}
 
 
-def _select(cfg, target, teacher, teacher_params, data, rep) -> dict:
-    teacher_spec = getattr(teacher, "spec", None)
-    note = ""
-    if teacher_spec is None or getattr(teacher_spec, "family", None) not in ("resnet", "vit"):
-        # A teacher outside the zoo: students come from the zoo's residual family instead.
-        from edgedistill.teacher.builtin import default_teacher_spec
+def _select(cfg, target, teacher, teacher_params, data, rep):
+    from edgedistill.select.candidates import select_student, zoo_teacher_spec
 
-        teacher_spec = default_teacher_spec(data)
-        note = "teacher is outside the zoo: candidates come from the zoo's residual CNN family"
+    c, _, _ = data.input_shape_nchw
+    teacher_spec, note = zoo_teacher_spec(teacher, c, data.num_classes)
+    if note:
         rep.note(note)
-    candidates = evaluate_candidates(teacher_spec, data.input_shape_nchw, target, teacher_params, cfg.min_compression)
-    fitting = [c for c in candidates if c.fits]
-    if not fitting:
-        best = min(candidates, key=lambda c: c.params)
+    sel = select_student(teacher_spec, data.input_shape_nchw, target, teacher_params, cfg.min_compression, note=note)
+    if sel.chosen is None:
+        best = min(sel.candidates, key=lambda x: x.params)
         raise BudgetError(
-            f"no student of {teacher_spec.family} shaped like the teacher meets {target.name}'s budgets; "
-            f"the smallest ({best.spec.describe()}, {best.params:,} params) fails: {best.why_not}",
+            f"no student shaped like the teacher meets {target.name}'s budgets; the smallest "
+            f"({best.name}, {best.params:,} params) fails: {best.why_not}",
             hint="raise --max-size-kb / --max-latency-ms or lower --min-compression",
         )
-    chosen = fitting[0]
-    rep.note(f"chose {chosen.spec.describe()}: {chosen.params:,} params "
-             f"({teacher_params / chosen.params:.1f}x fewer), predicted int8 size {chosen.predicted_size_kb:.1f} KB")
-    return {"chosen": chosen.to_dict(), "candidates": [c.to_dict() for c in candidates],
-            "rule": "largest candidate (parameters, then FLOPs) that fits the budgets", "note": note}
+    ch = sel.chosen
+    lat = "n/a" if ch.predicted_latency_ms is None else f"{ch.predicted_latency_ms:.4g} ms"
+    rep.note(f"chose {ch.name}: {ch.params:,} params ({teacher_params / ch.params:.1f}x fewer), predicted "
+             f"int8 size {ch.predicted_size_kb:.1f} KB, latency {lat} ({sel.latency_model})")
+    return sel
 
 
-def _quantize(rd, cfg, data, teacher, student: StudentResult, student_model, base_inputs, weights) -> dict:
+def _quantize(rd, tag, cfg, data, teacher, student: StudentResult, student_model, base_inputs, weights) -> dict:
     from edgedistill.export.tflite import export_tflite_int8
     from edgedistill.quantize.qat import QATConfig, qat_finetune
 
     qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed, temperature=weights.temperature)
-    stage = rd.stage("quantize", {**base_inputs, "student_weights": student.train, "qat": dataclasses.asdict(qcfg)})
+    stage = rd.stage(f"{tag}/quantize", {**base_inputs, "student_weights": student.train, "qat": dataclasses.asdict(qcfg)})
     stored = stage.load()
     if stored is not None:
         return stored
@@ -324,11 +408,11 @@ def _quantize(rd, cfg, data, teacher, student: StudentResult, student_model, bas
     return stage.save({**result.to_dict(), "dir": str(stage.dir), "config": dataclasses.asdict(qcfg)})
 
 
-def _export(rd, cfg, data, student: StudentResult, student_model, base_inputs) -> dict:
+def _export(rd, tag, cfg, data, student: StudentResult, student_model, base_inputs) -> dict:
     from edgedistill.export.onnx import export_onnx_fp32, quantize_onnx_int8
     from edgedistill.export.tflite import export_tflite_fp32
 
-    stage = rd.stage("export", {**base_inputs, "student_weights": student.train,
+    stage = rd.stage(f"{tag}/export", {**base_inputs, "student_weights": student.train,
                                 "calibration_per_class": cfg.calibration_per_class})
     stored = stage.load()
     if stored is not None:
@@ -358,7 +442,7 @@ def _artifact_paths(qat: dict, export: dict) -> dict[str, Path]:
     }
 
 
-def _verify(rd, data, qat, export) -> list[dict]:
+def _verify(rd, tag, data, qat, export) -> list[dict]:
     from edgedistill.verify.checks import VerifyThresholds, require_all_passed, verify_artifact
 
     th = VerifyThresholds()
@@ -373,12 +457,12 @@ def _verify(rd, data, qat, export) -> list[dict]:
     ]
     reports = [verify_artifact(paths[name], prec, data, ref, refname, thr) for name, prec, ref, refname, thr in plan]
     require_all_passed(reports)
-    stage = rd.stage("verify", {"qat": qat, "export": export})
+    stage = rd.stage(f"{tag}/verify", {"qat": qat, "export": export})
     stage.begin()
     return stage.save({"reports": [r.to_dict() for r in reports]})["reports"]
 
 
-def _bench(rd, cfg, target, device, qat, export, rep) -> dict[str, dict]:
+def _bench(rd, tag, cfg, target, device, qat, export, candidate, data, rep) -> dict[str, dict]:
     from edgedistill.bench import LatencyStore, bench_model
 
     results = {}
@@ -387,10 +471,14 @@ def _bench(rd, cfg, target, device, qat, export, rep) -> dict[str, dict]:
         delegate = target.delegate if path.suffix == ".tflite" else "cpu"
         m = bench_model(path, device, threads=target.threads, delegate=delegate,
                         warmup=cfg.bench_warmup, runs=cfg.bench_runs)
+        # What the latency model needs to refit from this measurement.
+        m.extra.update(spec=spec_to_dict(candidate.spec), input_shape=list(data.input_shape_nchw),
+                       precision="int8" if name in ("model.tflite", "model_int8.onnx") else "fp32",
+                       target=target.name)
         store.append(m)
         results[name] = m.to_dict()
         rep.note(f"{name:<18} median {m.median_ms * 1000:8.1f} us  p90 {m.p90_ms * 1000:8.1f} us  ({m.runtime})")
-    stage = rd.stage("bench", {"qat": qat, "export": export, "device": device})
+    stage = rd.stage(f"{tag}/bench", {"qat": qat, "export": export, "device": device})
     stage.begin()
     stage.save(results)
     return results

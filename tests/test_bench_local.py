@@ -266,3 +266,13 @@ def test_cli_single_failing_device_raises_the_device_error(models, tmp_path, cli
                               env={"PATH": str(tmp_path)})
     assert isinstance(done.exception, DeviceError) and done.exception.exit_code == 6
     assert str(done.exception).startswith("adb:GONE: adb is not installed here")
+
+
+def test_numpy_shape_dims_are_kept_when_feeding_batch_one():
+    """LiteRT reports shapes as numpy int32: a 28x28 model must be timed on 28x28 input, not 1x1."""
+    import numpy as np
+
+    from edgedistill.bench.device_bench import batch_one_shape
+
+    assert batch_one_shape(np.array([-1, 28, 28, 1], dtype=np.int32)) == [1, 28, 28, 1]
+    assert batch_one_shape([None, "batch", 8, 8]) == [1, 1, 8, 8]

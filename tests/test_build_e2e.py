@@ -16,7 +16,7 @@ import pytest
 
 TINY = ["--epochs", "2", "--teacher-epochs", "2", "--qat-epochs", "1", "--bench-runs", "5", "--no-scratch"]
 BUNDLE_FILES = {"model.tflite", "model_fp32.tflite", "model.onnx", "model_int8.onnx", "labels.txt",
-                "manifest.json", "report.md"}
+                "manifest.json", "report.md", "report.html", "config.json", "verification_sample.npz"}
 
 
 def run_cli(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -122,6 +122,14 @@ def test_rerun_resumes_instead_of_redoing_finished_stages(built):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reused cached teacher" in proc.stderr
     assert "distill: reused" in proc.stderr
+
+
+def test_usage_errors_exit_2_without_a_traceback(workspace):
+    root, env = workspace
+    for args in (["no-such-command"], ["build", "--epochs", "0"]):
+        proc = run_cli(args, env, root)
+        assert proc.returncode == 2, args
+        assert "Traceback" not in proc.stderr
 
 
 def test_unknown_target_lists_valid_ones(workspace):

@@ -176,3 +176,15 @@ def test_litert_pattern_workaround_still_needed():
     # ...and the patched entry point litert-torch calls accepts it.
     importlib.import_module("edgedistill.quantize.litert_patch").install()
     assert isinstance(utils._get_aten_graph_module_for_pattern(pattern, (torch.randn(2),)), torch.nn.Module)
+
+
+def test_qat_leaves_the_float_student_untouched(digits):
+    """torch.export shares parameters with the traced module: QAT must train a copy, or the fp32
+    artifacts would silently carry QAT weights."""
+    from edgedistill.quantize.qat import QATConfig, qat_finetune
+
+    student = create_model(ResNetSpec(1, 10, (4, 8, 16), (1, 1, 1)))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    qat_finetune(student, digits, None, QATConfig(epochs=1))
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, before[key]), key

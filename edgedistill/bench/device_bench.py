@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import operator
 import os
 import platform
 import sys
@@ -136,9 +137,19 @@ def random_input(shape, dtype, rng):
     return rng.standard_normal(size=shape).astype(dtype)
 
 
+def _known_dim(d) -> int | None:
+    """A positive integer dim (Python or numpy integer) or None; numpy stays a lazy import."""
+    try:
+        value = operator.index(d)
+    except TypeError:
+        return None
+    return value if value > 0 else None
+
+
 def batch_one_shape(shape) -> list[int]:
-    """The shape to feed: unknown dims (None, -1, symbolic names) become 1, and so does the batch."""
-    dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+    """The shape to feed: unknown dims (None, -1, symbolic names) become 1, and so does the batch.
+    LiteRT reports shapes as numpy int32 arrays, so numpy integers count as known dims."""
+    dims = [_known_dim(d) or 1 for d in shape]
     if dims:
         dims[0] = 1
     return dims

@@ -89,11 +89,30 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "model_int8.onnx": "post-training static QDQ by onnxruntime from the fp32 student",
             "calibration": result.export["calibration"],
         },
+        "selection": {
+            "rule": result.selection["rule"], "note": result.selection.get("note", ""),
+            "latency_model": result.selection.get("latency_model", ""),
+            "chosen": result.student and _spec_name(result.student.spec),
+            "candidates": [
+                {k: c.get(k) for k in ("name", "params", "flops", "predicted_size_kb", "predicted_latency_ms",
+                                       "predicted_peak_memory_mb", "fits", "why_not")}
+                for c in result.selection["candidates"]
+            ],
+        },
+        "feedback_rounds": list(getattr(result, "feedback_rounds", [])),
+        "gates": [g.to_dict() for g in getattr(result, "gates", [])],
         "seed": cfg.seed,
         "config": cfg.to_dict(),
         "versions": versions,
         "files": files,
     }
+
+
+def _spec_name(spec: dict) -> str:
+    from edgedistill.models import create_model, spec_from_dict
+
+    s = spec_from_dict(spec)
+    return s.describe() if hasattr(s, "describe") else str(s)
 
 
 def manifest_files(bundle: Path) -> dict[str, dict]:

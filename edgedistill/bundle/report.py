@@ -11,10 +11,18 @@ def _us(ms: float | None) -> str:
     return "n/a" if ms is None else f"{ms * 1000:.1f} us"
 
 
-def render_markdown(manifest: dict, stage_seconds: dict[str, float]) -> str:
+def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list | None = None,
+                    links_html: bool = False) -> str:
+    """``gates``: GateResults (or their dicts) to list, default ``manifest["gates"]`` if present;
+    ``links_html``: the bundle also holds ``report.html``."""
     t, s, te = manifest["target"], manifest["student"], manifest["teacher"]
+    gates = [g if isinstance(g, dict) else g.to_dict() for g in (gates if gates is not None else manifest.get("gates", []))]
+    status = ""
+    if gates:
+        failed = [g for g in gates if not g["passed"]]
+        status = f" ({len(failed)} gate(s) failed)" if failed else " (all gates passed)"
     lines = [
-        f"# edgedistill build: {t['name']}",
+        f"# edgedistill build: {t['name']}{status}",
         "",
         f"Student `{_describe(s['spec'])}`: {s['params']:,} parameters, "
         f"{s['compression']:.1f}x fewer than the teacher ({te['params']:,}).",
@@ -42,13 +50,39 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float]) -> str:
         "",
         f"Latency: batch 1, {any_lat['threads']} thread(s), {any_lat['warmup']} warm-up + {any_lat['runs']} runs, "
         f"measured on {where}.",
-        f"Budgets of {t['name']}: {t['budgets']['latency_ms']} ms, {t['budgets']['model_size_kb']} KB, "
-        f"{t['budgets']['peak_memory_mb']} MB.",
-        "",
-        "Wall time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in stage_seconds.items()),
-        "",
+        _budget_line(manifest),
     ]
+    if gates:
+        lines += ["", "| gate | result | measured against required |", "| --- | --- | --- |"]
+        lines += [f"| {g['name']} | {'pass' if g['passed'] else '**FAIL**'} | {g['reason']} |" for g in gates]
+    lines.append("")
+    if stage_seconds:
+        lines += ["Wall time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in stage_seconds.items()), ""]
+    if links_html:
+        lines += ["Charts, candidates, training curves and the confusion matrix: `report.html` in the bundle.", ""]
     return "\n".join(lines)
+
+
+def _budget_line(manifest: dict) -> str:
+    """The target's budgets next to what the main artifact measured (size always; latency only
+    when it was measured on a device of the target)."""
+    t = manifest["target"]
+    b = t["budgets"]
+    main = manifest.get("model", "model.tflite")
+    art = manifest["artifacts"].get(main, {})
+    nbytes = manifest.get("files", {}).get(main, {}).get("bytes")
+    size = f"size {b['model_size_kb']} KB"
+    if nbytes is not None:
+        kb = nbytes / 1024
+        size += f" ({main} {kb:.1f} KB, {'within' if kb <= b['model_size_kb'] else '**over budget**'})"
+    lat = art.get("latency") or {}
+    latency = f"latency {b['latency_ms']} ms"
+    if lat.get("median_ms") is not None and lat.get("measured_on") == "device":
+        ok = lat["median_ms"] <= b["latency_ms"]
+        latency += f" ({_us(lat['median_ms'])} on {lat.get('device')}, {'within' if ok else '**over budget**'})"
+    elif lat.get("median_ms") is not None:
+        latency += " (not checked: measured on the build host)"
+    return f"Budgets of {t['name']}: {latency}, {size}, peak memory {b['peak_memory_mb']} MB."
 
 
 def _describe(spec: dict) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.bundle.manifest import build_manifest, manifest_files
+from edgedistill.bundle.html_report import extras_from_result, render_html
 from edgedistill.bundle.report import render_markdown
 
 
@@ -29,9 +30,12 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
         (staging / "labels.txt").write_text("\n".join(result.data.class_names) + "\n")
         (staging / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2, sort_keys=True) + "\n")
         _write_verification_sample(result, staging / "verification_sample.npz")
-        # The report quotes artifact sizes, so hash the artifacts first, then add the report.
+        # The reports quote artifact sizes, so hash the artifacts first, then add the reports.
         manifest = build_manifest(result, versions, manifest_files(staging))
-        (staging / "report.md").write_text(render_markdown(manifest, result.stage_seconds))
+        gates = getattr(result, "gates", [])
+        extras = extras_from_result(result, staging / "model.tflite", gates)
+        (staging / "report.html").write_text(render_html(manifest, extras))
+        (staging / "report.md").write_text(render_markdown(manifest, result.stage_seconds, gates, links_html=True))
         manifest["files"] = manifest_files(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         old = None

@@ -363,7 +363,9 @@ def train(
         )
         result.history.append(record)
         result.seconds += record.seconds
-        if not (val_acc <= result.best_val_acc):  # also true for the first epoch and for NaN (no val split)
+        # Ties go to the later epoch: on a small val split many epochs tie at the top, and the later
+        # one has seen the annealed learning rate. Also true for the first epoch and for NaN (no val).
+        if not (val_acc < result.best_val_acc):
             result.best_val_acc, result.best_epoch = val_acc, epoch + 1
             best_state = copy.deepcopy(model.state_dict())
         if ckpt is not None and rank == 0:

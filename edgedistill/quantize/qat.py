@@ -9,6 +9,7 @@ so the QAT result, not a fresh post-training calibration, reaches the device.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -75,7 +76,9 @@ def qat_finetune(
     x_train = torch.from_numpy(data.inputs("train"))
     y_train = torch.from_numpy(data.train.labels)
     quantizer = make_quantizer()
-    student = student.cpu().train()
+    # torch.export shares parameter storage with the module it traces: fine-tune a copy, so the
+    # caller's float student (exported as the fp32 artifacts) keeps its distilled weights.
+    student = copy.deepcopy(student).cpu().train()
     graph = torch.export.export(student, (x_train[:4],), dynamic_shapes=({0: batch_dim()},)).module()
     prepared = prepare_qat_pt2e(graph, quantizer)
     move_exported_model_to_train(prepared)

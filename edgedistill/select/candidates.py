@@ -1,20 +1,38 @@
-"""Students shaped like the teacher: the same family with fewer blocks and narrower stages.
+"""Students shaped like the teacher, ranked under a target's budgets with predicted latency.
 
-This module proposes candidates and ranks them under a target's budgets. The size of a fully
-integer .tflite is predicted from the parameter count (int8 weights, int32 biases, plus the
-flatbuffer's fixed overhead), which is exact to within a few percent for these graphs.
+Candidates keep the teacher's family and shrink it in proportion: fewer blocks per stage (resnet)
+or fewer layers (vit), and narrower channels (resnet) or a narrower embedding with proportionally
+fewer heads of the teacher's head width (vit). Each candidate gets, without exporting anything:
+
+- size: a fully integer .tflite is int8 weights + int32 biases + the flatbuffer's fixed overhead,
+  predicted from the parameter count (exact to a few percent for these graphs); fp32 is 4 bytes
+  a parameter;
+- latency: the target's calibrated :class:`~edgedistill.select.latency_model.LatencyModel`;
+- peak memory: arena estimate = the largest input + output activation pair of any kernel + weights.
+
+Selection takes the highest-capacity candidate that fits every budget; the capacity proxy is the
+parameter count, then FLOPs. A teacher outside the zoo (no ``spec``) gets candidates from the
+zoo's residual CNN family, shrunk from the built-in default teacher's shape.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from edgedistill.models import count_flops, count_parameters, create_model, spec_to_dict
 from edgedistill.select.targets import Target
 
 WIDTH_MULTIPLIERS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.1875, 0.125)
-TFLITE_OVERHEAD_BYTES = 6_000  # flatbuffer, op list, quantization parameters
+# Size of a fully integer .tflite, fitted by scripts/fit_tflite_size.py on six students exported
+# through the build's own path (exact to a few bytes): one byte per weight, per quantized output
+# channel an int32 bias plus per-channel scale and zero point, per weight layer its tensors' metadata.
+TFLITE_BYTES_PER_CHANNEL = 26.0
+TFLITE_BYTES_PER_LAYER = 826.0
+TFLITE_BYTES_FIXED = 1_577.0
+CAPACITY_RULE = "highest capacity (parameters, then FLOPs) whose predicted latency, size and peak memory fit"
+ZOO_FAMILIES = ("resnet", "vit")
 
 
 @dataclass
@@ -26,11 +44,29 @@ class Candidate:
     predicted_latency_ms: float | None = None
     fits: bool = True
     why_not: str = ""
+    predicted_peak_memory_mb: float | None = None
+    measured_latency_ms: float | None = None
+    # latency-model features per precision, so re-prediction after a refit needs no new trace
+    features: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.describe() if hasattr(self.spec, "describe") else str(self.spec)
+
+    @property
+    def key(self) -> str:
+        return spec_key(self.spec)
+
+    @property
+    def tag(self) -> str:
+        """A file-name-safe name, e.g. ``resnet-w8-16-32-d2-2-2`` (a run-directory folder)."""
+        return re.sub(r"[^A-Za-z0-9.]+", "-", self.name).strip("-")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d.pop("features")
         d["spec"] = spec_to_dict(self.spec)
-        d["name"] = self.spec.describe() if hasattr(self.spec, "describe") else str(self.spec)
+        d["name"] = self.name
         return d
 
 
@@ -38,21 +74,32 @@ def _round_width(w: float, multiple: int = 4) -> int:
     return max(multiple, int(round(w / multiple)) * multiple)
 
 
+def _depth_options(depth: int) -> list[int]:
+    return sorted({depth, max(1, (3 * depth) // 4), max(1, depth // 2), max(1, depth // 4)}, reverse=True)
+
+
 def shrink_specs(teacher_spec) -> list:
     """Narrower (width multipliers, channels kept in proportion) and shallower (fewer blocks per
-    stage) versions of the teacher's own architecture."""
+    stage / layers) versions of the teacher's own architecture, the teacher's own shape included."""
     specs = []
     if teacher_spec.family == "resnet":
-        depth_options = {tuple(teacher_spec.depths), tuple(max(1, d // 2) for d in teacher_spec.depths)}
+        depth_options = {
+            tuple(teacher_spec.depths),
+            tuple(max(1, d - 1) for d in teacher_spec.depths),
+            tuple(max(1, d // 2) for d in teacher_spec.depths),
+            tuple(1 for _ in teacher_spec.depths),
+        }
         for depths in sorted(depth_options, reverse=True):
             for m in WIDTH_MULTIPLIERS:
                 widths = tuple(_round_width(w * m) for w in teacher_spec.widths)
                 specs.append(dataclasses.replace(teacher_spec, widths=widths, depths=depths))
     elif teacher_spec.family == "vit":
-        for depth in sorted({teacher_spec.depth, max(1, teacher_spec.depth // 2)}, reverse=True):
+        head_dim = teacher_spec.dim // teacher_spec.heads
+        for depth in _depth_options(teacher_spec.depth):
             for m in WIDTH_MULTIPLIERS:
-                heads = max(1, round(teacher_spec.heads * m)) if m >= 0.5 else max(1, teacher_spec.heads // 2)
-                dim = _round_width(teacher_spec.dim * m, 4 * heads)
+                heads = max(1, round(teacher_spec.heads * m))
+                # heads in proportion, each as wide as the teacher's; a single head may be narrower
+                dim = heads * head_dim if heads > 1 else min(head_dim, _round_width(teacher_spec.dim * m))
                 specs.append(dataclasses.replace(teacher_spec, dim=dim, depth=depth, heads=heads))
     else:
         raise ValueError(f"no shrinking rule for family {teacher_spec.family!r}")
@@ -64,27 +111,151 @@ def spec_key(spec) -> str:
     return repr(sorted(spec_to_dict(spec).items()))
 
 
-def predicted_int8_size_kb(params: int) -> float:
-    return (params + TFLITE_OVERHEAD_BYTES) / 1024.0
+def size_features(model) -> dict[str, int]:
+    """Parameters, output channels of the weight layers (conv and linear), and their number."""
+    from torch import nn
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    channels = sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in layers)
+    return {"params": count_parameters(model), "channels": channels, "layers": len(layers)}
+
+
+def predicted_size_kb(model, precision: str) -> float:
+    """Predicted .tflite size. The int8 constants are measured; fp16/fp32 scale the weight bytes
+    (their per-channel quantization metadata is absent, so this is a slight over-estimate)."""
+    f = size_features(model)
+    per = {"int8": 1, "fp16": 2, "fp32": 4}[precision]
+    return (per * f["params"] + TFLITE_BYTES_PER_CHANNEL * f["channels"] + TFLITE_BYTES_PER_LAYER * f["layers"]
+            + TFLITE_BYTES_FIXED) / 1024.0
+
+
+def _default_latency_model(target: Target):
+    from edgedistill.errors import InputError
+    from edgedistill.select.latency_model import load_latency_model
+
+    try:
+        return load_latency_model(target.name)
+    except InputError:
+        return None
 
 
 def evaluate_candidates(
-    teacher_spec, input_shape: tuple[int, int, int], target: Target, teacher_params: int, min_ratio: float
+    teacher_spec, input_shape: tuple[int, int, int], target: Target, teacher_params: int, min_ratio: float,
+    latency_model=None, precision: str | None = None,
 ) -> list[Candidate]:
-    """Every shrunk spec with its cost and whether it fits; ``input_shape`` is (C, H, W)."""
+    """Every shrunk spec with its cost and whether it fits; ``input_shape`` is (C, H, W).
+
+    ``latency_model``: the target's model [default: ``calibration/<target>.json``; when that file is
+    missing, latency is not predicted and not used to exclude]. Sorted highest capacity first.
+    """
+    from edgedistill.select.latency_model import trace_cost
+
+    precision = precision or target.precision
+    model_for_latency = latency_model if latency_model is not None else _default_latency_model(target)
     out = []
     for spec in shrink_specs(teacher_spec):
         model = create_model(spec)
         params = count_parameters(model)
-        cand = Candidate(spec, params, count_flops(model, input_shape), predicted_int8_size_kb(params))
-        reasons = []
-        if params * min_ratio > teacher_params:
-            reasons.append(f"only {teacher_params / params:.1f}x smaller than the teacher (need {min_ratio:g}x)")
-        if cand.predicted_size_kb > target.budgets.model_size_kb:
-            reasons.append(f"size {cand.predicted_size_kb:.1f} KB > {target.budgets.model_size_kb:g} KB")
-        cand.fits, cand.why_not = not reasons, "; ".join(reasons)
+        cost = trace_cost(model, input_shape)
+        cand = Candidate(spec, params, count_flops(model, input_shape), predicted_size_kb(model, precision))
+        cand.features = {p: cost.features(p) for p in ("int8", "fp32")}
+        cand.predicted_peak_memory_mb = cost.peak_memory_bytes(precision) / 2**20
+        if model_for_latency is not None and precision in model_for_latency.coefficients:
+            cand.predicted_latency_ms = model_for_latency.predict_features(
+                cost.features(precision), precision, target.threads)
+        _judge(cand, target, teacher_params, min_ratio)
         out.append(cand)
-    # Highest capacity first: the proxy is parameters, then FLOPs.
     out.sort(key=lambda c: (c.params, c.flops), reverse=True)
     return out
 
+
+def _judge(cand: Candidate, target: Target, teacher_params: int, min_ratio: float) -> None:
+    b = target.budgets
+    reasons = []
+    if cand.params * min_ratio > teacher_params:
+        reasons.append(f"only {teacher_params / cand.params:.1f}x smaller than the teacher (need {min_ratio:g}x)")
+    latency = cand.measured_latency_ms if cand.measured_latency_ms is not None else cand.predicted_latency_ms
+    if latency is not None and latency > b.latency_ms:
+        how = "measured" if cand.measured_latency_ms is not None else "predicted"
+        reasons.append(f"{how} latency {latency:.3g} ms > {b.latency_ms:g} ms")
+    if cand.predicted_size_kb > b.model_size_kb:
+        reasons.append(f"size {cand.predicted_size_kb:.1f} KB > {b.model_size_kb:g} KB")
+    if cand.predicted_peak_memory_mb is not None and cand.predicted_peak_memory_mb > b.peak_memory_mb:
+        reasons.append(f"peak memory {cand.predicted_peak_memory_mb:.1f} MB > {b.peak_memory_mb:g} MB")
+    cand.fits, cand.why_not = not reasons, "; ".join(reasons)
+
+
+@dataclass
+class Selection:
+    """What ``select`` decided: every candidate (ranked), the chosen one, and how."""
+
+    target: str
+    teacher: str
+    candidates: list[Candidate]
+    chosen: Candidate | None
+    rule: str = CAPACITY_RULE
+    note: str = ""
+    latency_model: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target, "teacher": self.teacher, "rule": self.rule, "note": self.note,
+            "latency_model": self.latency_model,
+            "chosen": self.chosen.to_dict() if self.chosen else None,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+def zoo_teacher_spec(teacher, in_channels: int, num_classes: int) -> tuple[object, str]:
+    """(spec to shrink, note): the teacher's own spec, or the default residual CNN's for a teacher
+    outside the zoo (an ``nn.Module`` without a zoo ``spec``)."""
+    spec = getattr(teacher, "spec", teacher if hasattr(teacher, "family") else None)
+    if spec is not None and getattr(spec, "family", None) in ZOO_FAMILIES:
+        return spec, ""
+    from edgedistill.models.resnet import ResNetSpec
+    from edgedistill.teacher.builtin import DEFAULT_TEACHER_DEPTHS, DEFAULT_TEACHER_WIDTHS
+
+    note = ("teacher is outside the zoo: candidates come from the zoo's residual CNN family "
+            f"(shrunk from resnet w{'-'.join(map(str, DEFAULT_TEACHER_WIDTHS))} "
+            f"d{'-'.join(map(str, DEFAULT_TEACHER_DEPTHS))}); weights are not initialised from the teacher")
+    return ResNetSpec(in_channels, num_classes, DEFAULT_TEACHER_WIDTHS, DEFAULT_TEACHER_DEPTHS), note
+
+
+def select_student(teacher_spec, input_shape: tuple[int, int, int], target: Target, teacher_params: int,
+                   min_ratio: float, latency_model=None, note: str = "") -> Selection:
+    """Rank the candidates and choose the highest-capacity one that fits (None when none does)."""
+    lm = latency_model if latency_model is not None else _default_latency_model(target)
+    cands = evaluate_candidates(teacher_spec, input_shape, target, teacher_params, min_ratio, latency_model=lm)
+    chosen = next((c for c in cands if c.fits), None)
+    lm_note = (f"{target.name} latency model ({', '.join(s.get('kind', '?') for s in lm.sources) or 'no sources'})"
+               if lm is not None else f"no calibration/{target.name}.json: latency not predicted")
+    name = teacher_spec.describe() if hasattr(teacher_spec, "describe") else str(teacher_spec)
+    return Selection(target.name, name, cands, chosen, note=note, latency_model=lm_note)
+
+
+def next_choice(candidates: list[Candidate], measured: dict[str, float], budget_ms: float,
+                latency_model=None, precision: str = "int8", threads: int | None = None) -> Candidate | None:
+    """The next student to try after measuring some: highest capacity among those not measured over
+    ``budget_ms`` whose latency (measured if known, else re-predicted with ``latency_model``, else
+    the stored prediction) is within budget and which met every other budget before.
+
+    ``measured`` maps :func:`spec_key` (``Candidate.key``) to a measured median in ms.
+    Returns None when nothing is left.
+    """
+    pool = []
+    for c in candidates:
+        other_reasons = [r for r in c.why_not.split("; ") if r and "latency" not in r]
+        if other_reasons:
+            continue
+        if c.key in measured:
+            c.measured_latency_ms = float(measured[c.key])
+            if c.measured_latency_ms > budget_ms:
+                continue
+            pool.append(c)
+            continue
+        if latency_model is not None and precision in c.features and precision in latency_model.coefficients:
+            c.predicted_latency_ms = latency_model.predict_features(c.features[precision], precision, threads)
+        if c.predicted_latency_ms is None or c.predicted_latency_ms <= budget_ms:
+            pool.append(c)
+    pool.sort(key=lambda c: (c.params, c.flops), reverse=True)
+    return pool[0] if pool else None

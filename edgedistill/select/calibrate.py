@@ -1,0 +1,345 @@
+"""Calibrate a target's latency model by measuring generated models, and refit it from measurements.
+
+``calibrate(target)`` builds a spread of zoo models (resnet and vit, varied depth and width), exports
+each to .tflite (int8 by PT2E post-training quantization, and fp32), benchmarks them with
+``bench_model(..., "local")`` at the target's thread count, appends every measurement to the
+LatencyStore (with the spec in ``extra`` so the store alone can refit the model later) and fits
+:class:`LatencyModel`. Exports are cached by spec under ``<cache>/calibration_models`` so a rerun
+only re-measures.
+
+Calibration exports use a static batch of 1: that is what is timed, and the vit family does not
+lower to LiteRT with a dynamic batch (litert-torch 0.10 cannot size the patch-embedding reshape).
+
+The feedback building blocks for the build live here too: :func:`refit_from_measurement` and
+(in ``candidates``) :func:`~edgedistill.select.candidates.next_choice`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from edgedistill.models import create_model, spec_from_dict, spec_to_dict
+from edgedistill.models.resnet import ResNetSpec
+from edgedistill.models.vit import ViTSpec
+from edgedistill.select.latency_model import (
+    FEATURES,
+    LatencyModel,
+    LatencyRecord,
+    calibration_path,
+    load_latency_model,
+)
+from edgedistill.select.targets import Target
+
+CALIBRATION_INPUT = (1, 28, 28)  # large enough that latencies sit well above timer noise
+MIN_RECORDS_FOR_FULL_REFIT = 2 * len(FEATURES)
+
+log = logging.getLogger(__name__)
+
+
+# --- the spread of models ---------------------------------------------------------------------
+
+
+def calibration_specs(quick: bool = False, in_channels: int = 1, num_classes: int = 10,
+                      image_size: int = CALIBRATION_INPUT[1]) -> list:
+    """Zoo specs of varied family, depth and width (a small spread for ``quick``)."""
+    c, k, s = in_channels, num_classes, image_size
+    if quick:
+        return [ResNetSpec(c, k, (8, 16, 32), (1, 1, 1)), ResNetSpec(c, k, (16, 32, 64), (2, 2, 2)),
+                ViTSpec(c, k, s, 7, 32, 1, 2)]
+    specs: list = []
+    for base, depths in [(8, (1, 1, 1)), (12, (2, 2, 2)), (16, (1, 1, 1)), (16, (2, 2, 2)), (24, (1, 2, 1)),
+                         (24, (3, 3, 3)), (32, (1, 1, 1)), (32, (2, 2, 2)), (40, (1, 1, 2)), (48, (2, 2, 2)),
+                         (8, (3, 3, 3)), (12, (1, 1, 1)), (20, (2, 1, 1)), (28, (1, 1, 1)), (36, (2, 2, 1)),
+                         (16, (3, 2, 1))]:
+        specs.append(ResNetSpec(c, k, (base, 2 * base, 4 * base), depths))
+    for dim, depth, heads, patch in [(32, 1, 2, 7), (32, 2, 2, 4), (48, 2, 4, 4), (64, 1, 4, 4), (64, 2, 4, 4),
+                                     (64, 4, 4, 4), (96, 2, 4, 4), (96, 3, 4, 7), (128, 2, 4, 4), (48, 4, 2, 7),
+                                     (80, 3, 4, 4), (32, 4, 2, 4), (112, 1, 4, 4), (64, 3, 2, 7)]:
+        specs.append(ViTSpec(c, k, s, patch, dim, depth, heads))
+    return specs
+
+
+def spec_hash(spec: Any, input_shape: tuple[int, ...]) -> str:
+    blob = json.dumps({"spec": spec_to_dict(spec), "input": list(input_shape)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
+def _ptq(model: torch.nn.Module, calib: torch.Tensor):
+    """PT2E post-training quantization (per-channel symmetric weights), as the QAT path but without
+    training: enough for latency, which depends on the graph, not on the learned values."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgedistill.quantize import litert_patch
+
+    litert_patch.install()
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=False))
+    graph = torch.export.export(model.eval(), (calib[:1],)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for i in range(len(calib)):
+            prepared(calib[i : i + 1])
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    move_exported_model_to_eval(converted)
+    allow_exported_model_train_eval(converted)
+    return converted, quantizer
+
+
+def export_for_latency(spec: Any, input_shape: tuple[int, ...], precision: str, path: Path, seed: int = 0) -> Path:
+    """Export ``spec`` (random weights) to a batch-1 NHWC .tflite at ``precision`` (int8 or fp32)."""
+    import litert_torch
+
+    from edgedistill.fsutil import atomic_path
+
+    torch.manual_seed(seed)
+    model = create_model(spec).eval()
+    calib = torch.randn(8, *input_shape)
+    nhwc = calib[:1].permute(0, 2, 3, 1).contiguous()
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    if precision == "int8":
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        converted, quantizer = _ptq(model, calib)
+        edge = litert_torch.convert(litert_torch.to_channel_last_io(converted, args=[0]), (nhwc,),
+                                    quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    elif precision == "fp32":
+        edge = litert_torch.convert(litert_torch.to_channel_last_io(model, args=[0]).eval(), (nhwc,))
+    else:
+        raise ValueError(f"calibration exports int8 or fp32, not {precision!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        edge.export(str(tmp))
+    return path
+
+
+def _export_job(args: tuple) -> tuple[str, str, float]:
+    spec_d, input_shape, precision, path = args
+    t0 = time.perf_counter()
+    export_for_latency(spec_from_dict(spec_d), tuple(input_shape), precision, Path(path))
+    return spec_d["family"], path, time.perf_counter() - t0
+
+
+def export_all(jobs: list[tuple[Any, str, Path]], input_shape: tuple[int, ...], workers: int = 1,
+               progress: Callable[[str], None] | None = None) -> None:
+    """Export every (spec, precision, path) whose file is missing; ``workers`` > 1 uses processes."""
+    todo = [(spec_to_dict(s), list(input_shape), p, str(path)) for s, p, path in jobs if not Path(path).is_file()]
+    if not todo:
+        return
+    if workers <= 1:
+        for job in todo:
+            _, path, secs = _export_job(job)
+            if progress:
+                progress(f"exported {Path(path).name} in {secs:.1f} s")
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        for _, path, secs in pool.map(_export_job, todo):
+            if progress:
+                progress(f"exported {Path(path).name} in {secs:.1f} s")
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+
+def measure(path: Path, threads: int, warmup: int, runs: int, rounds: int = 2):
+    """bench_model on this host; the best of ``rounds`` medians (other processes only add time)."""
+    from edgedistill.bench import bench_model
+
+    best = None
+    for _ in range(rounds):
+        m = bench_model(path, "local", threads=threads, delegate="xnnpack", warmup=warmup, runs=runs)
+        if best is None or m.median_ms < best.median_ms:
+            best = m
+    return best
+
+
+@dataclass
+class CalibrationResult:
+    model: LatencyModel
+    records: list[LatencyRecord]
+    path: Path | None
+    seconds: float
+    rows: list[dict] = field(default_factory=list)
+
+
+def measured_records(specs: list, input_shape: tuple[int, ...], precisions: tuple[str, ...], threads: int,
+                     *, warmup: int = 30, runs: int = 200, rounds: int = 2, workers: int = 2,
+                     store=None, command: str = "", progress: Callable[[str], None] | None = None,
+                     model_dir: Path | None = None) -> list[LatencyRecord]:
+    """Export (cached), benchmark and turn each (spec, precision) into a LatencyRecord."""
+    from edgedistill.paths import cache_dir
+
+    model_dir = model_dir or cache_dir() / "calibration_models"
+    jobs = [(s, p, model_dir / f"{s.family}-{spec_hash(s, input_shape)}-{p}.tflite") for s in specs for p in precisions]
+    export_all(jobs, input_shape, workers=workers, progress=progress)
+    records = []
+    for spec, precision, path in jobs:
+        m = measure(path, threads, warmup, runs, rounds)
+        m.extra.update({"spec": spec_to_dict(spec), "input_shape": list(input_shape), "precision": precision,
+                        "purpose": "latency-model calibration", "command": command})
+        if store is not None:
+            store.append(m)
+        name = spec.describe() if hasattr(spec, "describe") else str(spec)
+        records.append(LatencyRecord.from_model(spec, input_shape, precision, threads, m.median_ms, name,
+                                                f"measured: {command}" if command else "measured"))
+        if progress:
+            progress(f"{precision:<4} {name:<28} {m.median_ms * 1000:9.1f} us")
+    return records
+
+
+def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, write_repo_file: bool = False,
+              store=None, precisions: tuple[str, ...] = ("int8", "fp32"), runs: int = 200, warmup: int = 30,
+              workers: int = 2, progress: Callable[[str], None] | None = None) -> CalibrationResult:
+    """Measure generated models here, append them to the store, fit and save the target's model.
+
+    Writes ``out`` if given, else the repository's ``calibration/<target>.json`` when
+    ``write_repo_file``, else ``<cache>/calibration/<target>.json``. Only meaningful for a target
+    whose device is this host (``host``); other targets' figures come from their own devices.
+    """
+    from edgedistill.bench import LatencyStore
+    from edgedistill.paths import cache_dir
+
+    started = time.perf_counter()
+    store = store if store is not None else LatencyStore()
+    command = f"edgedistill calibrate --target {target.name}" + (" --quick" if quick else "")
+    specs = calibration_specs(quick)
+    records = measured_records(specs, CALIBRATION_INPUT, precisions, target.threads, warmup=warmup, runs=runs,
+                               workers=workers, store=store, command=command, progress=progress)
+    model = LatencyModel(target.name, target.runtime, target.threads).fit(records)
+    model.sources = [{
+        "kind": "measured",
+        "what": f"{len(records)} benchmarks ({len(specs)} generated resnet/vit models x {', '.join(precisions)}), "
+                f"median of {runs} runs after {warmup} warm-up, best of 2 rounds, threads={target.threads}, "
+                f"batch 1, input {CALIBRATION_INPUT}",
+        "command": command,
+        "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "date": time.strftime("%Y-%m-%d"),
+        "store": str(store.path),
+    }]
+    path = out if out is not None else (calibration_path(target.name) if write_repo_file
+                                        else cache_dir() / "calibration" / f"{target.name}.json")
+    doc = {"latency_model": model.to_dict(), "records": [r.to_dict() for r in records]}
+    from edgedistill.fsutil import write_json_atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, doc)
+    return CalibrationResult(model, records, Path(path), time.perf_counter() - started)
+
+
+# --- feedback -------------------------------------------------------------------------------------
+
+
+def record_from_measurement(m, spec: Any = None, input_shape: tuple[int, ...] | None = None,
+                            precision: str | None = None) -> LatencyRecord:
+    """A LatencyRecord from a stored Measurement; spec/shape/precision from ``m.extra`` when not given."""
+    spec = spec if spec is not None else spec_from_dict(m.extra["spec"])
+    shape = tuple(input_shape if input_shape is not None else m.extra["input_shape"])
+    precision = precision or m.extra.get("precision") or ("int8" if "int8" in m.model_file or m.model_file == "model.tflite" else "fp32")
+    name = spec.describe() if hasattr(spec, "describe") else str(spec)
+    return LatencyRecord.from_model(spec, shape, precision, int(m.threads), float(m.median_ms), name,
+                                    f"measured on {m.device} at {m.timestamp}")
+
+
+def matching_measurements(target: Target, measurements: list) -> list:
+    """Measurements of this target's kind: same runtime family, thread count, and a spec to refit from."""
+    out = []
+    for m in measurements:
+        if int(m.threads) != target.threads or "spec" not in (m.extra or {}):
+            continue
+        if target.runtime == "litert" and not str(m.model_file).endswith(".tflite"):
+            continue
+        if target.device_kind == "local" and not m.is_host:
+            continue
+        out.append(m)
+    return out
+
+
+def refit_from_measurement(target: Target, measurement_records: list, prior: LatencyModel | None = None) -> LatencyModel:
+    """The target's latency model corrected by measurements of it.
+
+    ``measurement_records``: LatencyRecords, or Measurements carrying ``extra['spec']`` (and
+    ``input_shape``/``precision``) as calibrate and the build's bench stage store them. With at
+    least ``MIN_RECORDS_FOR_FULL_REFIT`` records of a precision its coefficients are refitted;
+    with fewer, the prior keeps its shape and only ``scale`` changes, to the median of
+    measured / predicted (one noisy point must not rewrite six coefficients).
+    """
+    prior = prior or load_latency_model(target.name)
+    records = []
+    for r in measurement_records:
+        if isinstance(r, LatencyRecord):
+            records.append(r)
+        elif r.extra and "spec" in r.extra:
+            records.append(record_from_measurement(r))
+    if not records:
+        return prior
+    by_precision: dict[str, list[LatencyRecord]] = {}
+    for r in records:
+        by_precision.setdefault(r.precision, []).append(r)
+    model = prior.with_scale(1.0)
+    refit = [r for rs in by_precision.values() if len(rs) >= MIN_RECORDS_FOR_FULL_REFIT for r in rs]
+    if refit:
+        model.fit(refit)
+        model.sources = list(prior.sources) + [{"kind": "refit", "what": f"{len(refit)} measured records"}]
+    few = [r for rs in by_precision.values() if len(rs) < MIN_RECORDS_FOR_FULL_REFIT for r in rs]
+    if few:
+        known = [r for r in few if r.precision in model.coefficients]
+        ratios = [r.measured_ms / model.predict_features(r.features, r.precision, r.threads) for r in known]
+        if ratios:
+            model = model.with_scale(float(np.median(ratios)))
+            model.sources = list(prior.sources) + [{
+                "kind": "scale", "what": f"scale {model.scale:.3f} = median measured/predicted of {len(ratios)} record(s)",
+            }]
+    return model
+
+
+# --- targets without a device here: scaled from a public benchmark ---------------------------------
+
+# MobileNet v2 1.0 (224x224): 300 M multiply-accumulates (Sandler et al. 2018, Table 4).
+MOBILENET_V2_MACS = 300e6
+
+
+def derive_latency_model(host: LatencyModel, target: Target, fp32_ms_per_mac: float, int8_over_fp32: float,
+                         citations: list[dict], reasoning: str) -> LatencyModel:
+    """A target's model as the host's, scaled so that its per-MAC conv cost matches a published figure.
+
+    Every host coefficient of a precision is multiplied by (device ms per MAC) / (host ms per conv
+    MAC) of that precision, so overheads scale with the core's speed too. The coefficients stand
+    for the target's own thread count (the published figure's). A scaled estimate: replace it by
+    measuring on the device (`edgedistill bench` then ``refit_from_measurement``).
+    """
+    coefficients = {}
+    scales = {}
+    for precision, device_per_mac in (("fp32", fp32_ms_per_mac), ("int8", fp32_ms_per_mac * int8_over_fp32)):
+        host_coef = host.coefficients[precision]
+        s = device_per_mac / host_coef["conv_macs"]
+        scales[precision] = s
+        coefficients[precision] = {f: v * s for f, v in host_coef.items()}
+    return LatencyModel(
+        target=target.name, runtime=target.runtime, threads=target.threads, coefficients=coefficients,
+        sources=[{
+            "kind": "derived",
+            "what": reasoning + f" Host coefficients scaled by {scales['fp32']:.3g} (fp32) and "
+                    f"{scales['int8']:.3g} (int8). A scaled estimate, not a measurement.",
+            "device_ms_per_mac": {"fp32": fp32_ms_per_mac, "int8": fp32_ms_per_mac * int8_over_fp32},
+            "int8_over_fp32": int8_over_fp32,
+            "base": "calibration/host.json",
+            "citations": citations,
+        }],
+    )

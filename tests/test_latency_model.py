@@ -1,0 +1,106 @@
+"""The latency model: kernels are counted fused, coefficients are recovered, files name sources."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edgedistill.models.resnet import ResNetSpec
+from edgedistill.models.vit import ViTSpec
+from edgedistill.paths import calibration_dir
+from edgedistill.select.latency_model import (
+    FEATURES,
+    LatencyModel,
+    LatencyRecord,
+    load_latency_model,
+    model_cost,
+)
+from edgedistill.select.targets import available_targets
+
+SHAPE = (1, 8, 8)
+
+
+def test_conv_bn_relu_is_one_kernel_and_add_relu_another():
+    cost = model_cost(ResNetSpec(1, 10, (8, 16), (1, 1)), SHAPE)
+    ops = [tuple(k.torch_ops) for k in cost.kernels]
+    assert ("conv2d", "batch_norm", "relu") in ops  # stem and first convs
+    assert ("add", "relu") in ops
+    assert not any(k.torch_ops[0] in ("batch_norm", "relu") for k in cost.kernels)
+    # stem + 2 blocks x 2 convs + 1 projection shortcut + 2 adds + mean + head
+    assert len(cost.kernels) == 1 + 4 + 1 + 2 + 1 + 1
+
+
+def test_vit_attention_matmuls_and_layer_norms_are_counted():
+    cost = model_cost(ViTSpec(1, 10, 8, 2, 16, 2, 2), SHAPE)
+    assert sum(k.op == "matmul" for k in cost.kernels) == 4  # q @ k^T and probs @ v per block
+    assert sum(k.op == "fc" for k in cost.kernels) == 2 * 6 + 1
+    f = cost.features("int8")
+    assert f["kernels"] > len(cost.kernels)  # layer norms lower to several ops
+
+
+def _synthetic_records(true: dict[str, float], precision: str = "int8", noise: float = 0.0):
+    rng = np.random.default_rng(0)
+    specs = [ResNetSpec(1, 10, (w, 2 * w, 4 * w), d) for w in (4, 8, 16, 24) for d in ((1, 1, 1), (2, 2, 2))]
+    specs += [ViTSpec(1, 10, 8, 2, dim, depth, 2) for dim in (16, 32, 64) for depth in (1, 3)]
+    recs = []
+    for s in specs:
+        f = model_cost(s, SHAPE).features(precision)
+        ms = sum(true[k] * f[k] for k in FEATURES) * (1 + noise * rng.standard_normal())
+        recs.append(LatencyRecord(f, precision, 1, ms, s.describe()))
+    return recs
+
+
+def test_fit_recovers_known_coefficients_from_synthetic_records():
+    true = {"fixed": 0.02, "kernels": 0.003, "conv_macs": 2e-8, "fc_macs": 5e-8, "matmul_macs": 8e-8,
+            "bytes": 1e-7, "elems": 4e-7, "attn_elems": 1e-6}
+    model = LatencyModel("synthetic", "litert", threads=1).fit(_synthetic_records(true), ridge=0.0)
+    got = model.coefficients["int8"]
+    for k, v in true.items():
+        assert got[k] == pytest.approx(v, rel=0.05), k
+    assert model.fit_summary["int8"]["median_abs_pct_err"] < 1.0
+
+
+def test_fit_with_noise_still_predicts_within_a_few_percent():
+    true = {"fixed": 0.02, "kernels": 0.003, "conv_macs": 2e-8, "fc_macs": 5e-8, "matmul_macs": 0.0,
+            "bytes": 0.0, "elems": 4e-7, "attn_elems": 1e-6}
+    recs = _synthetic_records(true, noise=0.03)
+    model = LatencyModel("synthetic", "litert", threads=1).fit(recs)
+    errs = [abs(model.predict_features(r.features, "int8", 1) / r.measured_ms - 1) for r in recs]
+    assert np.median(errs) < 0.05
+    assert all(v >= 0 for v in model.coefficients["int8"].values())
+
+
+def test_predictions_grow_with_flops_within_a_family_and_round_trip_json():
+    model = load_latency_model("host")
+    resnets = [ResNetSpec(1, 10, (w, 2 * w, 4 * w), (2, 2, 2)) for w in (4, 8, 16, 32)]
+    preds = [model.predict(s, (1, 28, 28), "int8", 1) for s in resnets]
+    assert preds == sorted(preds) and preds[0] < preds[-1]
+    vits = [ViTSpec(1, 10, 28, 4, d, 2, 4) for d in (16, 32, 64, 128)]
+    preds = [model.predict(s, (1, 28, 28), "int8", 1) for s in vits]
+    assert preds == sorted(preds)
+    again = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.predict(resnets[1], (1, 28, 28), "int8", 1) == pytest.approx(model.predict(resnets[1], (1, 28, 28), "int8", 1))
+
+
+def test_more_threads_never_predict_slower():
+    model = load_latency_model("host")
+    spec = ResNetSpec(1, 10, (32, 64, 128), (2, 2, 2))
+    assert model.predict(spec, (1, 28, 28), "int8", 4) < model.predict(spec, (1, 28, 28), "int8", 1)
+
+
+@pytest.mark.parametrize("target", available_targets())
+def test_every_target_ships_a_calibration_file_whose_figures_name_their_source(target):
+    path = calibration_dir() / f"{target}.json"
+    doc = json.loads(path.read_text())
+    model = load_latency_model(target)
+    assert model.target == target
+    assert set(model.coefficients) >= {"int8", "fp32"}
+    assert model.sources, f"{path} names no source"
+    for src in model.sources:
+        assert src.get("kind") in ("measured", "derived", "refit", "scale")
+        if src["kind"] == "measured":
+            assert src.get("command"), f"{path}: a measured figure without the command that made it"
+        if src["kind"] == "derived":
+            assert src.get("citations") and all(c.get("url") and c.get("numbers") for c in src["citations"])
+    if model.sources[0]["kind"] == "measured":
+        assert doc.get("records"), f"{path}: measured model without its records"
