@@ -25,7 +25,7 @@ def _digits_shape() -> tuple[tuple[int, int, int], int]:
 
 
 def run_select(target_name: str, max_latency_ms: float | None = None, max_size_kb: float | None = None,
-               min_compression: float = 1.0, teacher_spec=None, input_shape: tuple[int, int, int] | None = None,
+               min_compression: float = 10.0, teacher_spec=None, input_shape: tuple[int, int, int] | None = None,
                teacher_params: int | None = None, calibration: Path | None = None):
     """A :class:`~edgedistill.select.candidates.Selection` for a target, without training anything.
 
@@ -57,7 +57,7 @@ def select_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON: {candidates: [...], chosen: {...}}.")] = False,
     max_latency_ms: Annotated[Optional[float], typer.Option(help="Override the target's latency budget.")] = None,
     max_size_kb: Annotated[Optional[float], typer.Option(help="Override the target's model size budget.")] = None,
-    min_compression: Annotated[float, typer.Option(help="Students must have this many times fewer parameters.")] = 1.0,
+    min_compression: Annotated[float, typer.Option(help="Students must have this many times fewer parameters (as `build`).")] = 10.0,
     calibration: Annotated[Optional[Path], typer.Option(help="Latency model JSON [default: calibration/TARGET.json].")] = None,
 ) -> int:
     """Rank the students shaped like the teacher for TARGET and show which fits; trains nothing."""
