@@ -40,7 +40,7 @@ class BuildConfig:
     lr: float = 3e-3
     augment: bool | None = None  # None: the default recipe's choice
     assistant_ratio: float = 50.0
-    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow  # teacher/student parameter ratio above which assistants bridge the gap
+    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow (the recipe's)  # teacher/student parameter ratio above which assistants bridge the gap
     scratch_baseline: bool = True
     device: str = "auto"
     min_compression: float = 10.0  # student must have this many times fewer parameters

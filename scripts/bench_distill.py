@@ -32,11 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgedistill.data.digits import load_digits_dataset  # noqa: E402
 from edgedistill.distill.assistant import distill_chain, plan_assistants, spec_parameters  # noqa: E402
 from edgedistill.distill.losses import LossWeights  # noqa: E402
-from edgedistill.distill.recipe import apply_overrides, default_recipe  # noqa: E402
+from edgedistill.distill.recipe import DEFAULT_INIT_FROM_TEACHER, apply_overrides, default_recipe  # noqa: E402
 from edgedistill.distill.trainer import TrainConfig, evaluate, train  # noqa: E402
 from edgedistill.models.base import count_parameters, create_model  # noqa: E402
 from edgedistill.models.resnet import ResNetSpec  # noqa: E402
 from edgedistill.models.vit import ViTSpec  # noqa: E402
+from edgedistill.select.init_from_teacher import init_student_from_teacher  # noqa: E402
+from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN  # noqa: E402
 
 METHODS = ["teacher", "scratch", "kd", "hint", "attention", "rkd", "combined", "assistant"]
 
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the recipe's)")
-    ap.add_argument("--teacher-epochs", type=int, default=20)
+    ap.add_argument("--teacher-epochs", type=int, default=DEFAULT_TEACHER_TRAIN.epochs)
     ap.add_argument("--family", choices=["cnn", "vit"], default="cnn")
     ap.add_argument("--methods", default=",".join(METHODS[1:]), help="comma-separated subset")
     ap.add_argument("--json", action="store_true", help="print only a JSON list of rows")
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"digits: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, {torch.get_num_threads()} threads")
     say(f"teacher {t_spec.describe()}: {p_t:,} params | student {s_spec.describe()}: {p_s:,} params "
         f"| {p_t / p_s:.1f}x fewer")
-    say(f"recipe: loss {weights.to_str()} | epochs {cfg.epochs} augment {cfg.augment} lr {cfg.lr} "
+    say(f"recipe: loss {weights.to_str()} | init from teacher {DEFAULT_INIT_FROM_TEACHER} | epochs {cfg.epochs} "
+        f"augment {cfg.augment} lr {cfg.lr} "
         f"batch {cfg.batch_size} | {args.seeds} seeds")
 
     # The teacher: trained once, early-stopped on validation, shared by every method and seed.
@@ -118,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.manual_seed(seed)
             student = create_model(s_spec)
             w = method_weights(method, weights)
+            if w is not None and method != "assistant" and DEFAULT_INIT_FROM_TEACHER:
+                # As the build does: the distilled student starts from the teacher's weights.
+                init_student_from_teacher(teacher, student, sample=torch.from_numpy(data.inputs("train")[:512]))
             t0 = time.perf_counter()
             if method == "assistant":
                 distill_chain(teacher, student, data, run_cfg, w, assistants=chain_specs, label="assistant")
