@@ -207,7 +207,9 @@ def main() -> None:
     _quiet_libraries()
     err = Console(stderr=True)
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except EdgeDistillError as exc:
         err.print(f"[bold red]error:[/] {exc.message}" + (f"\n[bold]what to do:[/] {exc.hint}" if exc.hint else ""),
                   highlight=False)

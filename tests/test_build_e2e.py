@@ -163,3 +163,21 @@ def test_corrupted_teacher_cache_names_the_entry_and_the_fix(built):
         assert not (root / "out2" / "android-arm64").exists()
     finally:
         weights.write_bytes(good)
+
+
+def test_verify_cli_exits_0_on_the_bundle_and_3_naming_a_flipped_byte(built, tmp_path):
+    import shutil
+
+    root, env, bundle, _ = built
+    ok = run_cli(["verify", str(bundle)], env, root)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    model = tampered / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    bad = run_cli(["verify", str(tampered), "--json"], env, root)
+    assert bad.returncode == 3
+    report = json.loads(bad.stdout)
+    assert any("model.tflite" in p for p in report["problems"])
