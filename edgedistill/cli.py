@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgedistill.progress import console
 from rich.table import Table
@@ -45,11 +46,11 @@ def _root(
 
 @app.command()
 def build(
-    target: Annotated[str, typer.Option(help="Target name (see `edgedistill targets`) or a target TOML file.")] = "android-arm64",
+    target: Annotated[Optional[str], typer.Option(help="Target name (see `edgedistill targets`) or a target TOML file [default: android-arm64].")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Bundle root; the bundle goes to OUT/TARGET [default: dist].")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Build config TOML [default: ./edgedistill.toml if present].")] = None,
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory for stage results [default: runs/TARGET].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for splits, initialisation and shuffling [default: 0].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for the data split, the student's initialisation and shuffling [default: 0]; the built-in teacher's recipe is fixed.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="ImageFolder tree or .npz [default: built-in digits].")] = None,
     teacher: Annotated[Optional[str], typer.Option(help="Teacher: .pt2, TorchScript, or FILE.py:FUNCTION / module:FUNCTION.")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Teacher weights (.safetensors or a state_dict) for a factory teacher.")] = None,
@@ -83,15 +84,13 @@ def build(
     from edgedistill.progress import Reporter
 
     _quiet_torch()
-    if config is None and Path("edgedistill.toml").is_file():
-        config = Path("edgedistill.toml")
-    file_values = load_config_file(config) if config is not None else {}
     flags = {
-        "target": target if target != "android-arm64" or "target" not in file_values else None,
+        "target": target,
         "out": str(out) if out else None, "run_dir": str(run_dir) if run_dir else None, "seed": seed,
         "data": str(data) if data else None, "teacher": teacher, "weights": str(weights) if weights else None,
         "mean": mean, "std": std, "image_size": image_size, "strict": strict, "loss": distill, "epochs": epochs,
-        "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch, "augment": augment, "assistant_ratio": assistant_ratio,
+        "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
+        "augment": augment, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
         "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
         # The budget flags are also gates on the measured result.
@@ -99,13 +98,19 @@ def build(
         "gate_min_accuracy": min_accuracy, "gate_max_accuracy_drop": max_accuracy_drop,
         "gate_drop_reference": drop_reference, "max_rounds": max_rounds, "init_from_teacher": init_from_teacher,
     }
+
+    def resolved():
+        path = config if config is not None else (Path("edgedistill.toml") if Path("edgedistill.toml").is_file() else None)
+        return resolve_config(load_config_file(path) if path is not None else {}, flags)
+
     if not json_out:
-        run_build(resolve_config(file_values, flags), Reporter(quiet=quiet))
+        run_build(resolved(), Reporter(quiet=quiet))
         return
     from edgedistill.gates import status_for, summary_json
 
+    # With --json, stdout always carries one summary document, whatever stops the build.
     try:
-        result = run_build(resolve_config(file_values, flags), Reporter(quiet=quiet))
+        result = run_build(resolved(), Reporter(quiet=quiet))
     except EdgeDistillError as exc:
         summary = summary_json(status_for(exc.exit_code), getattr(exc, "results", []), exc.exit_code,
                                exc.message, getattr(exc, "manifest", None), None)
@@ -113,6 +118,9 @@ def build(
         raise
     except KeyboardInterrupt:
         print(json.dumps(summary_json("interrupted", [], EXIT_INTERRUPTED, "interrupted", None, None), indent=2))
+        raise
+    except Exception as exc:
+        print(json.dumps(summary_json("error", [], EXIT_INTERNAL, f"internal error: {exc!r}", None, None), indent=2))
         raise
     manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
     print(json.dumps(summary_json("ok", result.gates, 0, None, manifest, result.bundle_dir), indent=2))
@@ -211,8 +219,9 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except EdgeDistillError as exc:
-        err.print(f"[bold red]error:[/] {exc.message}" + (f"\n[bold]what to do:[/] {exc.hint}" if exc.hint else ""),
-                  highlight=False)
+        # The message quotes file names and library errors: never let rich read them as markup.
+        err.print(f"[bold red]error:[/] {escape(exc.message)}"
+                  + (f"\n[bold]what to do:[/] {escape(exc.hint)}" if exc.hint else ""), highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume")
@@ -224,7 +233,8 @@ def main() -> None:
         if isinstance(exc, ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, Abort):
+        if isinstance(exc, Abort):  # click's form of Ctrl-C outside standalone mode
+            err.print("[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume")
             sys.exit(EXIT_INTERRUPTED)
         raise
 

@@ -40,7 +40,7 @@ class BuildConfig:
     lr: float = 3e-3
     augment: bool | None = None  # None: the default recipe's choice
     assistant_ratio: float = 50.0
-    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow (the recipe's)  # teacher/student parameter ratio above which assistants bridge the gap
+    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow  # teacher/student parameter ratio above which assistants bridge the gap
     scratch_baseline: bool = True
     device: str = "auto"
     min_compression: float = 10.0  # student must have this many times fewer parameters
@@ -80,6 +80,8 @@ def load_config_file(path: Path) -> dict:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"config file {path} is not valid TOML: {exc}") from exc
     section = raw.get("build", raw)
+    if not isinstance(section, dict):
+        raise InputError(f"config file {path}: [build] must be a table of settings, got {section!r}")
     unknown = sorted(set(section) - set(_FIELDS))
     if unknown:
         raise InputError(
@@ -92,6 +94,41 @@ def load_config_file(path: Path) -> dict:
 def resolve_config(file_values: dict, flag_values: dict) -> BuildConfig:
     merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None}}
     try:
-        return BuildConfig(**merged)
+        cfg = BuildConfig(**merged)
     except TypeError as exc:
         raise InputError(f"bad build configuration: {exc}") from exc
+    _check_types(cfg)
+    return cfg
+
+
+_TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}
+_POSITIVE = ("epochs", "teacher_epochs", "qat_epochs", "batch_size", "bench_runs", "max_rounds",
+             "calibration_per_class", "lr", "min_compression", "assistant_ratio")
+
+
+def _check_types(cfg: BuildConfig) -> None:
+    """A config file is typed by hand: catch a wrong type or range here, not deep in training."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if value is None or value == default:
+            continue
+        expected = _TYPES[str(f.type).split("|")[0].split("[")[0].strip()]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            setattr(cfg, f.name, float(value))
+            value = float(value)
+        if expected is bool or isinstance(value, bool):
+            if not isinstance(value, bool) or expected is not bool:
+                problems.append(f"{f.name} = {value!r} (expected {expected.__name__})")
+            continue
+        if not isinstance(value, expected):
+            problems.append(f"{f.name} = {value!r} (expected {expected.__name__})")
+        elif f.name in _POSITIVE and value <= 0:
+            problems.append(f"{f.name} = {value!r} (must be > 0)")
+        elif f.name == "bench_warmup" and value < 0:
+            problems.append(f"{f.name} = {value!r} (must be >= 0)")
+    if cfg.gate_drop_reference not in ("fp32", "teacher"):
+        problems.append(f"gate_drop_reference = {cfg.gate_drop_reference!r} (expected 'fp32' or 'teacher')")
+    if problems:
+        raise InputError(f"bad build configuration: {'; '.join(problems)}")

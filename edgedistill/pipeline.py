@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from edgedistill.gates import GateConfig, check_gates
 from edgedistill.select.targets import Target, load_target
 
 ARTIFACTS = ("model.tflite", "model_fp32.tflite", "model.onnx", "model_int8.onnx")
+EXPORT_FILES = ("model_fp32.tflite", "model.onnx", "model_int8.onnx", "reference_test_logits.npy")
 
 
 @dataclass
@@ -72,14 +74,18 @@ class BuildResult:
 
 
 def check_writable(out: Path) -> None:
-    """Fail before any training if the bundle could not be written."""
+    """Fail before any training if the bundle could not be written: create and remove a folder
+    where the bundle will go (``os.access`` says yes to root even where writing fails)."""
     probe_dir = out
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
-        raise InputError(f"--out {out}: {probe_dir} exists and is not a directory")
-    if not os.access(probe_dir, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out} is not writable ({probe_dir} denies writing)", hint="choose another --out")
+        raise InputError(f"--out {out}: {probe_dir} exists and is not a directory", hint="choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        Path(tempfile.mkdtemp(prefix=".edgedistill-write-check.", dir=out)).rmdir()
+    except OSError as exc:
+        raise InputError(f"--out {out} is not writable: {exc.strerror or exc}", hint="choose another --out") from exc
 
 
 def _versions() -> dict[str, str]:
@@ -106,14 +112,18 @@ def _train_student(
     init_from_teacher: bool = False,
 ) -> tuple[StudentResult, torch.nn.Module]:
     stage = rd.stage(stage_name, inputs)
-    stored = stage.load()
+    stored = stage.load(files=("student.safetensors",))
     if stored is not None:
-        result = StudentResult(**stored)
-        rep.note(f"{label}: reused from {stage.dir} (test accuracy {result.test_acc:.4f})")
-        return result, _load_student(result, stage.dir)
+        try:
+            result = StudentResult(**stored)
+            model = _load_student(result, stage.dir)
+        except (TypeError, KeyError, ValueError, RuntimeError, OSError):
+            stored = None  # a damaged stage result: train again
+        else:
+            rep.note(f"{label}: reused from {stage.dir} (test accuracy {result.test_acc:.4f})")
+            return result, model
     if stage.begin():
         rep.note(f"{label}: resuming an interrupted run from {stage.dir}")
-    name = label
     torch.manual_seed(cfg.seed)
     model = create_model(spec)
     init_report: dict = {}
@@ -129,7 +139,7 @@ def _train_student(
     if teacher is not None and ratio > assistant_ratio and getattr(teacher_spec, "family", None) == spec.family:
         from edgedistill.distill.assistant import distill_chain
 
-        chain = distill_chain(teacher, model, data, cfg, weights, ratio_threshold=assistant_ratio, label=name,
+        chain = distill_chain(teacher, model, data, cfg, weights, ratio_threshold=assistant_ratio, label=label,
                               checkpoint_dir=stage.dir, progress=rep.epoch)
         assistants = [a.describe() if hasattr(a, "describe") else str(a) for a in chain.assistants]
         rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x: distilled through "
@@ -139,7 +149,7 @@ def _train_student(
         if teacher is not None and ratio > assistant_ratio:
             rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x, but the teacher is not of the "
                      "student's family: no assistant can be shaped between them; distilling directly")
-        history = train(model, data, cfg, teacher=teacher, weights=weights, label=name,
+        history = train(model, data, cfg, teacher=teacher, weights=weights, label=label,
                         checkpoint_dir=stage.dir, progress=rep.epoch)
     x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     save_file(model.state_dict(), str(stage.dir / "student.safetensors"))
@@ -148,8 +158,8 @@ def _train_student(
         test_acc=evaluate(model, x_test, y_test), train=history.to_dict(), weights_file="student.safetensors",
         assistants=assistants, init=init_report,
     )
-    (stage.dir / "checkpoint.pt").unlink(missing_ok=True)
     stage.save(dataclasses.asdict(result))
+    (stage.dir / "checkpoint.pt").unlink(missing_ok=True)
     return result, model
 
 
@@ -238,6 +248,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
                                     candidate.spec, data, train_cfg, None, LossWeights(ce=1.0), rep, label="scratch")
         rep.note(f"distilled {student.test_acc:.4f} vs scratch {scratch.test_acc:.4f} test accuracy")
 
+    selection.chosen = candidate  # the student that ships (after any feedback rounds)
     result = BuildResult(
         target=target, config=cfg, data=data, teacher=teacher_info, selection=selection.to_dict(),
         student=student, scratch=scratch, qat=r["qat"], export=r["export"], verification=r["verification"],
@@ -265,7 +276,8 @@ def _student_round(rd, cfg, target, data, teacher, teacher_info, fingerprint, ca
     """Distil, quantize, export, verify and benchmark one candidate student."""
     tag = candidate.tag
     inputs = {"data": fingerprint, "teacher": teacher_info["key"], "student": spec_to_dict(candidate.spec),
-              "train": dataclasses.asdict(train_cfg), "init_from_teacher": cfg.init_from_teacher}
+              "train": dataclasses.asdict(train_cfg), "init_from_teacher": cfg.init_from_teacher,
+              "edgedistill": __version__, "torch": torch.__version__}
     prefix = f"round {round_no}: " if round_no > 1 else ""
     rep.stage("distill", f"{prefix}{candidate.name} ({candidate.params:,} params) from the teacher "
               f"({count_parameters(teacher):,}), loss {weights.to_str()}")
@@ -281,12 +293,12 @@ def _student_round(rd, cfg, target, data, teacher, teacher_info, fingerprint, ca
     rep.stage("export", "model_fp32.tflite, model.onnx (onnxsim), model_int8.onnx (QDQ)")
     export = _export(rd, tag, cfg, data, student, student_model, inputs)
     rep.stage("verify", "accuracy, agreement with the torch reference, dtypes, builtin kernels")
-    verification = _verify(rd, tag, data, qat, export)
+    verification = _verify(data, qat, export)
     for v in verification:
         rep.note(f"{v['file']:<18} acc {v['accuracy']:.4f}  agreement {v['agreement']:.4f} vs {v['reference']}")
     rep.stage("bench", f"{len(ARTIFACTS)} artifacts on {device} ({target.threads} threads, "
               f"{cfg.bench_warmup} warm-up + {cfg.bench_runs} runs)")
-    benchmarks = _bench(rd, tag, cfg, target, device, qat, export, candidate, data, rep)
+    benchmarks = _bench(cfg, target, device, qat, export, candidate, data, rep)
     return {"student": student, "student_model": student_model, "qat": qat, "export": export,
             "verification": verification, "benchmarks": benchmarks, "inputs": inputs}
 
@@ -327,6 +339,11 @@ def _preview_manifest(result: "BuildResult") -> dict:
 
 def _load_data(cfg: BuildConfig) -> ImageDataset:
     if not cfg.data:
+        ignored = [flag for flag, value in (("--mean", cfg.mean), ("--std", cfg.std), ("--image-size", cfg.image_size),
+                                            ("--strict", cfg.strict)) if value]
+        if ignored:
+            raise InputError(f"{', '.join(ignored)} only apply to --data; the built-in digits have fixed preprocessing",
+                             hint="give --data PATH, or drop those options")
         from edgedistill.data.digits import load_digits_dataset
 
         return load_digits_dataset(seed=cfg.seed)
@@ -393,10 +410,11 @@ def _quantize(rd, tag, cfg, data, teacher, student: StudentResult, student_model
     from edgedistill.quantize.qat import QATConfig, qat_finetune
 
     qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed, temperature=weights.temperature)
-    stage = rd.stage(f"{tag}/quantize", {**base_inputs, "student_weights": student.train, "qat": dataclasses.asdict(qcfg)})
-    stored = stage.load()
+    stage = rd.stage(f"{tag}/quantize", {**base_inputs, "student_weights": _weights_digest(rd, tag),
+                                         "qat": dataclasses.asdict(qcfg), "versions": _versions()})
+    stored = stage.load(files=("model.tflite", "reference_test_logits.npy"))
     if stored is not None:
-        return stored
+        return {**stored, "dir": str(stage.dir)}  # the folder as it is now (run directories move)
     stage.begin()
     x_train = torch.from_numpy(data.inputs("train"))
     teacher_logits = predict_logits(teacher, x_train)
@@ -405,18 +423,19 @@ def _quantize(rd, tag, cfg, data, teacher, student: StudentResult, student_model
     with torch.no_grad():
         np.save(stage.dir / "reference_test_logits.npy", converted(x_test).numpy())
     export_tflite_int8(converted, quantizer, x_train[:4], stage.dir / "model.tflite")
-    return stage.save({**result.to_dict(), "dir": str(stage.dir), "config": dataclasses.asdict(qcfg)})
+    stage.save({**result.to_dict(), "config": dataclasses.asdict(qcfg)})
+    return {**result.to_dict(), "config": dataclasses.asdict(qcfg), "dir": str(stage.dir)}
 
 
 def _export(rd, tag, cfg, data, student: StudentResult, student_model, base_inputs) -> dict:
     from edgedistill.export.onnx import export_onnx_fp32, quantize_onnx_int8
     from edgedistill.export.tflite import export_tflite_fp32
 
-    stage = rd.stage(f"{tag}/export", {**base_inputs, "student_weights": student.train,
-                                "calibration_per_class": cfg.calibration_per_class})
-    stored = stage.load()
+    stage = rd.stage(f"{tag}/export", {**base_inputs, "student_weights": _weights_digest(rd, tag),
+                                       "calibration_per_class": cfg.calibration_per_class, "versions": _versions()})
+    stored = stage.load(files=EXPORT_FILES)
     if stored is not None:
-        return stored
+        return {**stored, "dir": str(stage.dir)}
     stage.begin()
     x_train = torch.from_numpy(data.inputs("train"))
     x_test = torch.from_numpy(data.inputs("test"))
@@ -426,11 +445,18 @@ def _export(rd, tag, cfg, data, student: StudentResult, student_model, base_inpu
     export_onnx_fp32(student_model, x_train[:4], stage.dir / "model.onnx")
     calib_idx = _calibration_subset(data, cfg.calibration_per_class, cfg.seed)
     quantize_onnx_int8(stage.dir / "model.onnx", data.inputs("train")[calib_idx], stage.dir / "model_int8.onnx")
-    return stage.save({
-        "dir": str(stage.dir),
-        "calibration": {"split": "train", "per_class": cfg.calibration_per_class, "seed": cfg.seed,
-                        "count": int(len(calib_idx)), "method": "onnxruntime quantize_static MinMax, QDQ, per-channel"},
-    })
+    result = {"calibration": {"split": "train", "per_class": cfg.calibration_per_class, "seed": cfg.seed,
+                              "count": int(len(calib_idx)),
+                              "method": "onnxruntime quantize_static MinMax, QDQ, per-channel"}}
+    stage.save(result)
+    return {**result, "dir": str(stage.dir)}
+
+
+def _weights_digest(rd: RunDir, tag: str) -> str:
+    """What the later stages of a student depend on: its weights, by content."""
+    from edgedistill.fsutil import sha256_file
+
+    return sha256_file(rd.path / tag / "distill" / "student.safetensors")
 
 
 def _artifact_paths(qat: dict, export: dict) -> dict[str, Path]:
@@ -442,7 +468,7 @@ def _artifact_paths(qat: dict, export: dict) -> dict[str, Path]:
     }
 
 
-def _verify(rd, tag, data, qat, export) -> list[dict]:
+def _verify(data, qat, export) -> list[dict]:
     from edgedistill.verify.checks import VerifyThresholds, require_all_passed, verify_artifact
 
     th = VerifyThresholds()
@@ -457,12 +483,10 @@ def _verify(rd, tag, data, qat, export) -> list[dict]:
     ]
     reports = [verify_artifact(paths[name], prec, data, ref, refname, thr) for name, prec, ref, refname, thr in plan]
     require_all_passed(reports)
-    stage = rd.stage(f"{tag}/verify", {"qat": qat, "export": export})
-    stage.begin()
-    return stage.save({"reports": [r.to_dict() for r in reports]})["reports"]
+    return [r.to_dict() for r in reports]
 
 
-def _bench(rd, tag, cfg, target, device, qat, export, candidate, data, rep) -> dict[str, dict]:
+def _bench(cfg, target, device, qat, export, candidate, data, rep) -> dict[str, dict]:
     from edgedistill.bench import LatencyStore, bench_model
 
     results = {}
@@ -478,7 +502,4 @@ def _bench(rd, tag, cfg, target, device, qat, export, candidate, data, rep) -> d
         store.append(m)
         results[name] = m.to_dict()
         rep.note(f"{name:<18} median {m.median_ms * 1000:8.1f} us  p90 {m.p90_ms * 1000:8.1f} us  ({m.runtime})")
-    stage = rd.stage(f"{tag}/bench", {"qat": qat, "export": export, "device": device})
-    stage.begin()
-    stage.save(results)
     return results

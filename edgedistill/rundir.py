@@ -33,15 +33,21 @@ class Stage:
     def result_path(self) -> Path:
         return self.dir / "result.json"
 
-    def load(self) -> dict | None:
-        """The stored result when this stage already finished with the same inputs."""
+    def load(self, *, files: tuple[str, ...] = ()) -> dict | None:
+        """The stored result when this stage already finished with the same inputs and its
+        ``files`` are still there; None (run the stage again) for anything else, a damaged or
+        hand-edited result.json included."""
         if not self.result_path.exists():
             return None
         try:
             stored = json.loads(self.result_path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
-        return stored["result"] if stored.get("key") == self.key else None
+        if not isinstance(stored, dict) or stored.get("key") != self.key or not isinstance(stored.get("result"), dict):
+            return None
+        if not all((self.dir / f).is_file() for f in files):
+            return None
+        return stored["result"]
 
     def begin(self) -> bool:
         """Prepare the folder; True when an interrupted attempt with the same inputs is resumed."""

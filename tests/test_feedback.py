@@ -15,7 +15,7 @@ import pytest
 from edgedistill.paths import calibration_dir
 
 
-def _npz(path: Path, n: int = 200, size: int = 32) -> Path:
+def _npz(path: Path, n: int = 500, size: int = 32) -> Path:
     """Ten learnable classes of 32x32 images (a bright bar at a class-specific row), so latency is
     dominated by compute and candidates differ clearly in speed."""
     rng = np.random.default_rng(0)
@@ -65,11 +65,12 @@ def test_a_missed_budget_is_measured_refit_and_met(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEDISTILL_CALIBRATION", str(calib))
 
     cfg = BuildConfig(target="host", data=str(data_path), out=str(tmp_path / "out"), run_dir=str(tmp_path / "run"),
-                      epochs=4, teacher_epochs=2, qat_epochs=1, scratch_baseline=False, bench_runs=200,
+                      epochs=8, teacher_epochs=2, qat_epochs=2, scratch_baseline=False, bench_runs=200,
                       bench_warmup=20, max_latency_ms=budget, max_rounds=6)
     result = build(cfg, Reporter(quiet=True))
 
     rounds = result.feedback_rounds
+    print(f"budget {budget:.4f} ms; rounds:", json.dumps(rounds, indent=1))  # shown with pytest -s
     assert len(rounds) >= 2
     assert rounds[0]["candidate"] == fitting[0].name and not rounds[0]["within_budget"]
     assert rounds[0]["measured_ms"] > budget

@@ -7,6 +7,7 @@ is there, whole. A failure while assembling removes the partial folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,6 +25,11 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
     bundle_dir = Path(bundle_dir)
     bundle_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", suffix=".partial", dir=bundle_dir.parent))
+    # mkdtemp makes the folder private (0700); a bundle is read by app builds run as other users.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
+    old = bundle_dir.with_name(f".{bundle_dir.name}.old")
     try:
         for name, src in _artifact_paths(result.qat, result.export).items():
             shutil.copyfile(src, staging / name)
@@ -38,18 +44,17 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
         (staging / "report.md").write_text(render_markdown(manifest, result.stage_seconds, gates, links_html=True))
         manifest["files"] = manifest_files(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        old = None
+        if old.exists():
+            shutil.rmtree(old)
         if bundle_dir.exists():
-            old = bundle_dir.with_name(f".{bundle_dir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
             bundle_dir.rename(old)
         staging.rename(bundle_dir)
-        if old is not None:
-            shutil.rmtree(old)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if old.exists() and not bundle_dir.exists():  # interrupted mid-swap: put the last bundle back
+            old.rename(bundle_dir)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return bundle_dir
 
 

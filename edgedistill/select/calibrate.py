@@ -259,14 +259,23 @@ def record_from_measurement(m, spec: Any = None, input_shape: tuple[int, ...] | 
 
 def matching_measurements(target: Target, measurements: list) -> list:
     """Measurements of this target's kind: same runtime family, thread count, and a spec to refit from."""
-    out = []
+    out, seen = [], set()
     for m in measurements:
-        if int(m.threads) != target.threads or "spec" not in (m.extra or {}):
+        extra = m.extra or {}
+        if int(m.threads) != target.threads or "spec" not in extra:
             continue
         if target.runtime == "litert" and not str(m.model_file).endswith(".tflite"):
             continue
-        if target.device_kind == "local" and not m.is_host:
+        # Only measurements of this target's kind of hardware: this host for a local target, a
+        # device (never this host) for the others; a build's records name their target.
+        if m.is_host != (target.device_kind == "local"):
             continue
+        if extra.get("target") not in (None, target.name):
+            continue
+        key = (m.model_sha256, m.device)  # a rerun measures the same model again: count it once
+        if key in seen:
+            continue
+        seen.add(key)
         out.append(m)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,10 @@ from edgedistill.errors import InputError
 from edgedistill.paths import targets_dir
 
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi")
-PRECISIONS = ("int8", "fp16", "fp32")
+# The shipped model.tflite is fully integer; other precisions are exported beside it, not shipped.
+PRECISIONS = ("int8",)
+# A target's name becomes a folder of the bundle root: a plain name, never a path.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,11 @@ def load_target(name_or_path: str, directory: Path | None = None) -> Target:
             f"target file {path} is missing or has a bad field: {exc}",
             hint="see targets/host.toml for the expected sections: hardware, runtime, budgets, device",
         ) from exc
+    if not NAME_PATTERN.match(target.name):
+        raise InputError(
+            f"target file {path}: name {target.name!r} is not a plain name",
+            hint="use letters, digits, '.', '_' and '-' (it names the bundle folder)",
+        )
     if target.delegate not in DELEGATES:
         raise InputError(f"target file {path}: delegate {target.delegate!r} is not one of {', '.join(DELEGATES)}")
     if target.precision not in PRECISIONS:
