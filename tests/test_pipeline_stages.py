@@ -188,3 +188,12 @@ def test_qat_leaves_the_float_student_untouched(digits):
     qat_finetune(student, digits, None, QATConfig(epochs=1))
     for key, value in student.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_model_inputs_have_canonical_strides_even_for_one_channel(digits):
+    """A transposed one-channel view counts as contiguous to numpy but keeps an odd stride on the
+    channel axis, which crashed torch's CPU convolution backward (heap corruption, 28x28 data)."""
+    x = digits.inputs("train")
+    n, c, h, w = x.shape
+    assert x.flags["OWNDATA"]
+    assert x.strides == (c * h * w * 4, h * w * 4, w * 4, 4)

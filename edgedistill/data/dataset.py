@@ -27,7 +27,10 @@ class Preprocessing:
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
         x = (x - mean) / std
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        # A real copy, not np.ascontiguousarray: for one channel the transposed view already counts
+        # as contiguous and would keep a non-canonical stride on the size-1 channel axis, which
+        # torch's CPU convolution backward mishandles (seen: heap corruption on 28x28 inputs).
+        return x.transpose(0, 3, 1, 2).copy(order="C")
 
     def to_dict(self) -> dict:
         return {"pixel_scale": self.pixel_scale, "mean": list(self.mean), "std": list(self.std)}
