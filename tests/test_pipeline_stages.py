@@ -197,3 +197,16 @@ def test_model_inputs_have_canonical_strides_even_for_one_channel(digits):
     n, c, h, w = x.shape
     assert x.flags["OWNDATA"]
     assert x.strides == (c * h * w * 4, h * w * 4, w * 4, 4)
+
+
+def test_augmented_batches_have_canonical_strides():
+    """torch's .contiguous() keeps the odd stride of a permuted one-channel batch; the trainer's
+    shifted views must not (the same conv-backward crash as above)."""
+    from edgedistill.distill.trainer import _shift_views, canonical
+
+    x = torch.randn(8, 1, 28, 28)
+    views = torch.arange(8) % 9
+    assert _shift_views(x, views).stride() == (784, 784, 28, 1)
+    odd = torch.randn(8, 28, 28, 1).permute(0, 3, 1, 2)
+    assert odd.contiguous().stride() != (784, 784, 28, 1)  # why canonical() exists
+    assert canonical(odd).stride() == (784, 784, 28, 1) and torch.equal(canonical(odd), odd)

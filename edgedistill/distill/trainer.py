@@ -124,7 +124,20 @@ def _shift_views(x: torch.Tensor, views: torch.Tensor, fill: float | None = None
     cols = dx[:, None] + torch.arange(w)[None, :]  # (n, w)
     idx_n = torch.arange(n)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    return canonical(out.permute(0, 3, 1, 2))
+
+
+def canonical(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with row-major strides on every axis, size-1 axes included. ``.contiguous()`` keeps a
+    permuted tensor whose only odd stride is on a size-1 axis (a one-channel image batch), and
+    torch's CPU convolution backward corrupts memory on such input (seen on 28x28 data)."""
+    expected, step = [], 1
+    for size in reversed(x.shape):
+        expected.append(step)
+        step *= size
+    if tuple(reversed(expected)) == x.stride():
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def _shift_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -314,7 +327,7 @@ def train(
             xb = x_train[idx]
             if views is not None:
                 xb = _shift_views(xb, views, fill)
-            xb, yb = _to_device(xb, device), y_train[idx].to(device)
+            xb, yb = _to_device(canonical(xb), device), y_train[idx].to(device)
             t_logits, t_feats = None, {}
             if teacher is not None:
                 if cache is not None:
