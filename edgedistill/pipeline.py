@@ -72,6 +72,10 @@ class BuildResult:
     bundle_dir: Path | None = None
     run_dir: Path | None = None
 
+    def artifact_paths(self) -> dict[str, Path]:
+        """Where the verified artifacts of the shipped student are, in the run directory."""
+        return _artifact_paths(self.qat, self.export)
+
 
 def check_writable(out: Path) -> None:
     """Fail before any training if the bundle could not be written: create and remove a folder
@@ -333,7 +337,7 @@ def _preview_manifest(result: "BuildResult") -> dict:
     from edgedistill.fsutil import sha256_file
 
     files = {n: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-             for n, p in _artifact_paths(result.qat, result.export).items()}
+             for n, p in result.artifact_paths().items()}
     return build_manifest(result, _versions(), files)
 
 

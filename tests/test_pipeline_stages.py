@@ -104,7 +104,7 @@ def qat_artifacts(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts")
     torch.manual_seed(0)
     student = create_model(ResNetSpec(1, 10, (4, 8, 16), (1, 1, 1)))
-    train(student, digits, TrainConfig(epochs=3))
+    train(student, digits, TrainConfig(epochs=10))  # decisive logits: near-ties flip between kernels
     x = torch.from_numpy(digits.inputs("train"))
     converted, quantizer, result = qat_finetune(student, digits, None, QATConfig(epochs=1))
     export_tflite_int8(converted, quantizer, x[:4], out / "int8.tflite")

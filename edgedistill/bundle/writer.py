@@ -20,8 +20,6 @@ from edgedistill.bundle.report import render_markdown
 
 
 def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
-    from edgedistill.pipeline import _artifact_paths
-
     bundle_dir = Path(bundle_dir)
     bundle_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}.", suffix=".partial", dir=bundle_dir.parent))
@@ -31,7 +29,7 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
     os.chmod(staging, 0o777 & ~umask)
     old = bundle_dir.with_name(f".{bundle_dir.name}.old")
     try:
-        for name, src in _artifact_paths(result.qat, result.export).items():
+        for name, src in result.artifact_paths().items():
             shutil.copyfile(src, staging / name)
         (staging / "labels.txt").write_text("\n".join(result.data.class_names) + "\n")
         (staging / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -61,14 +59,13 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
 def _write_verification_sample(result, path: Path, n: int = 64) -> None:
     """A fixed slice of the test split (raw images, labels) with each artifact's top-1 predictions
     as verified, so ``edgedistill verify BUNDLE`` can re-run parity without the original data."""
-    from edgedistill.pipeline import _artifact_paths
     from edgedistill.verify.runtime import load_artifact, to_model_input
 
     data = result.data
     n = min(n, len(data.test))
     raw = data.test.images[:n]
     arrays = {"images": raw, "labels": data.test.labels[:n]}
-    for name, src in _artifact_paths(result.qat, result.export).items():
+    for name, src in result.artifact_paths().items():
         model = load_artifact(src)
         arrays["top1/" + name] = model.run(to_model_input(raw, data.preprocessing, model.input_spec)).argmax(1)
     np.savez(path, **arrays)

@@ -256,13 +256,9 @@ def _check_integer(name: str, model, report: VerifyReport) -> None:
     from edgedistill.verify.runtime import TFLiteModel
 
     if isinstance(model, TFLiteModel):
+        problems = model.integer_problems()
         dtypes = model.tensor_dtypes()
-        floats = {k: v for k, v in dtypes.items() if k not in ("int8", "int32")}
-        io = (model.input_spec.dtype, model.output_spec.dtype)
-        problems = ([f"tensors of type {floats}"] if floats else []) + \
-                   ([f"input/output {io[0]}/{io[1]}"] if io != ("int8", "int8") else [])
-        report.add(name, "dtypes", not problems,
-                   f"not fully integer: {'; '.join(problems)}" if problems else
+        report.add(name, "dtypes", not problems, "; ".join(problems) if problems else
                    f"fully integer ({', '.join(f'{v} {k}' for k, v in sorted(dtypes.items()))} tensors)")
     else:
         qdq = model.quantized_node_count()

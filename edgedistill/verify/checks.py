@@ -87,7 +87,7 @@ def verify_artifact(
     if isinstance(model, TFLiteModel):
         report.tensor_dtypes = model.tensor_dtypes()
         if precision == "int8":
-            report.problems += _int8_tflite_problems(model, report)
+            report.problems += model.integer_problems()
             builtin = TFLiteModel(path, builtin_only=True)
             try:
                 b_logits = _predict(builtin, data, "test")
@@ -106,16 +106,6 @@ def verify_artifact(
         if qdq == 0:
             report.problems.append("no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")
     return report
-
-
-def _int8_tflite_problems(model: TFLiteModel, report: ArtifactReport) -> list[str]:
-    problems = []
-    if report.input["dtype"] != "int8" or report.output["dtype"] != "int8":
-        problems.append(f"input/output are {report.input['dtype']}/{report.output['dtype']}, not int8/int8")
-    floats = {k: v for k, v in report.tensor_dtypes.items() if k not in ("int8", "int32")}
-    if floats:
-        problems.append(f"not fully integer: tensors of type {floats} (expected only int8 and int32)")
-    return problems
 
 
 def require_all_passed(reports: list[ArtifactReport]) -> None:

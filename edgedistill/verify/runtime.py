@@ -89,6 +89,18 @@ class TFLiteModel:
             counts[name] = counts.get(name, 0) + 1
         return counts
 
+    def integer_problems(self) -> list[str]:
+        """Why this model is not fully integer (int8 input/output, only int8 and int32 tensors);
+        empty when it is."""
+        problems = []
+        io = (self.input_spec.dtype, self.output_spec.dtype)
+        if io != ("int8", "int8"):
+            problems.append(f"input/output are {io[0]}/{io[1]}, not int8/int8")
+        floats = {k: v for k, v in self.tensor_dtypes().items() if k not in ("int8", "int32")}
+        if floats:
+            problems.append(f"not fully integer: tensors of type {floats} (expected only int8 and int32)")
+        return problems
+
     def op_names(self) -> list[str]:
         return [op["op_name"] for op in self.interpreter._get_ops_details()]
 
