@@ -130,13 +130,13 @@ def predicted_size_kb(model, precision: str) -> float:
 
 
 def _default_latency_model(target: Target):
-    from edgedistill.errors import InputError
-    from edgedistill.select.latency_model import load_latency_model
+    """The target's calibrated model; None only when the target has no calibration file (a
+    malformed one is an error the user must see, not a silent "latency not predicted")."""
+    from edgedistill.select.latency_model import calibration_path, load_latency_model
 
-    try:
-        return load_latency_model(target.name)
-    except InputError:
+    if not calibration_path(target.name).is_file():
         return None
+    return load_latency_model(target.name)
 
 
 def evaluate_candidates(
