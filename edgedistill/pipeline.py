@@ -9,7 +9,6 @@ verification; the bundle folder appears by rename, whole.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 import tempfile
 import time
@@ -25,7 +24,7 @@ from edgedistill.config import BuildConfig
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill.losses import LossWeights, parse_loss_weights
 from edgedistill.distill.recipe import DEFAULT_LOSS, DEFAULT_OVERRIDES
-from edgedistill.distill.trainer import TrainConfig, TrainResult, evaluate, predict_logits, train
+from edgedistill.distill.trainer import TrainConfig, evaluate, predict_logits, train
 from edgedistill.errors import BudgetError, InputError
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
 from edgedistill.progress import Reporter
@@ -243,7 +242,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
             f"measured on {device}; the fastest was {best['candidate']} at {best['measured_ms']:.4g} ms",
             hint="raise --max-latency-ms or --max-rounds, or benchmark on a quieter device",
         )
-    student, student_model = r["student"], r["student_model"]
+    student = r["student"]
 
     scratch = None
     if cfg.scratch_baseline:
@@ -366,7 +365,6 @@ def _load_data(cfg: BuildConfig) -> ImageDataset:
 def _teacher(cfg: BuildConfig, data: ImageDataset, rep: Reporter) -> tuple[torch.nn.Module, dict]:
     x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     if cfg.teacher:
-        from edgedistill.fsutil import sha256_file
         from edgedistill.teacher.load import infer_io, load_teacher
 
         loaded = load_teacher(cfg.teacher, Path(cfg.weights) if cfg.weights else None)

@@ -34,7 +34,7 @@ from edgedistill.distill.assistant import distill_chain, plan_assistants, spec_p
 from edgedistill.distill.losses import LossWeights  # noqa: E402
 from edgedistill.distill.recipe import DEFAULT_INIT_FROM_TEACHER, apply_overrides, default_recipe  # noqa: E402
 from edgedistill.distill.trainer import TrainConfig, evaluate, train  # noqa: E402
-from edgedistill.models.base import count_parameters, create_model  # noqa: E402
+from edgedistill.models.base import create_model  # noqa: E402
 from edgedistill.models.resnet import ResNetSpec  # noqa: E402
 from edgedistill.models.vit import ViTSpec  # noqa: E402
 from edgedistill.select.init_from_teacher import init_student_from_teacher  # noqa: E402

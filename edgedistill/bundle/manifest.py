@@ -92,7 +92,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
         "selection": {
             "rule": result.selection["rule"], "note": result.selection.get("note", ""),
             "latency_model": result.selection.get("latency_model", ""),
-            "chosen": result.student and _spec_name(result.student.spec),
+            "chosen": result.selection["chosen"]["name"],  # the shipped student, after any feedback rounds
             "candidates": [
                 {k: c.get(k) for k in ("name", "params", "flops", "predicted_size_kb", "predicted_latency_ms",
                                        "predicted_peak_memory_mb", "fits", "why_not")}
@@ -106,13 +106,6 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
         "versions": versions,
         "files": files,
     }
-
-
-def _spec_name(spec: dict) -> str:
-    from edgedistill.models import create_model, spec_from_dict
-
-    s = spec_from_dict(spec)
-    return s.describe() if hasattr(s, "describe") else str(s)
 
 
 def manifest_files(bundle: Path) -> dict[str, dict]:

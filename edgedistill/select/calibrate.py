@@ -16,7 +16,6 @@ The feedback building blocks for the build live here too: :func:`refit_from_meas
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
