@@ -1,6 +1,6 @@
 """How well does the latency model predict models it was not fitted on?
 
-Measures the calibration spread (resnet and vit models of varied depth and width, exported int8 by
+Measures the calibration spread (resnet, mobilenet and vit models of varied depth and width, exported int8 by
 PT2E post-training quantization) on this host, fits the target's latency model on at most 10 of
 them (evenly spaced in cost, both families) and reports its error on the rest:
 
@@ -21,12 +21,13 @@ import numpy as np
 
 
 def split_fit_test(records, n_fit: int):
-    """Evenly spaced (by feature cost) picks from each family for fitting; the rest for testing."""
+    """Evenly spaced (by latency) picks from each family for fitting, ``n_fit`` shared out as evenly
+    as the families allow (10 over three families: 4, 3, 3); the rest for testing."""
     fams = sorted({r.name.split()[0] for r in records})
-    per_family = max(1, n_fit // len(fams))
     fit = []
-    for fam in fams:
-        rs = sorted((r for r in records if r.name.startswith(fam)), key=lambda r: r.measured_ms)
+    for i, fam in enumerate(fams):
+        per_family = max(1, n_fit // len(fams) + (1 if i < n_fit % len(fams) else 0))
+        rs = sorted((r for r in records if r.name.split()[0] == fam), key=lambda r: r.measured_ms)
         idx = np.unique(np.linspace(0, len(rs) - 1, min(per_family, len(rs))).round().astype(int))
         fit.extend(rs[i] for i in idx)
     fit_ids = {id(r) for r in fit}

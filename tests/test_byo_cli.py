@@ -147,5 +147,9 @@ def test_user_teacher_and_npz_build_a_bundle_that_records_them(ws):
     assert manifest["seed"] == 3  # from edgedistill.toml
     assert manifest["input"]["preprocessing"]["pixel_scale"] == pytest.approx(1 / 255)
     assert manifest["quantization"]["calibration"]["count"] > 0
+    # a teacher outside the zoo gets inverted-residual students, and the bundle says so
+    assert manifest["student"]["spec"]["family"] == "mobilenet"
+    assert "outside the zoo" in manifest["selection"]["note"]
+    assert "outside the zoo" in (bundle / "report.md").read_text()
     config = json.loads((bundle / "config.json").read_text())
     assert config["data"] == "data.npz" and config["teacher"] == "teacher_def.py:build"

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.paths import calibration_dir
@@ -14,6 +15,7 @@ from edgedistill.select.latency_model import (
     LatencyRecord,
     load_latency_model,
     model_cost,
+    padded_macs,
 )
 from edgedistill.select.targets import available_targets
 
@@ -38,10 +40,28 @@ def test_vit_attention_matmuls_and_layer_norms_are_counted():
     assert f["kernels"] > len(cost.kernels)  # layer norms lower to several ops
 
 
+def test_depthwise_convs_are_their_own_kernels_counted_per_channel_not_as_gemms():
+    spec = MobileNetSpec(1, 10, (8, 16), (2, 1), 4)
+    cost = model_cost(spec, SHAPE)
+    dw = [k for k in cost.kernels if k.op == "dwconv"]
+    assert len(dw) == 3 and all(k.torch_ops == ["conv2d", "batch_norm", "relu"] for k in dw)
+    # stem, per block expand + dw + project (three blocks), the residual adds of both stage-0 blocks
+    # (stride 1, 8 -> 8 channels), mean, head
+    assert len(cost.kernels) == 1 + 3 * 3 + 2 + 1 + 1
+    f = cost.features("int8")
+    # 8x8 positions x 9 taps x 32 channels (two stage-0 blocks) + 4x4 x 9 x 32 (stride-2 block)
+    assert f["dw_macs"] == 2 * 64 * 9 * 32 + 16 * 9 * 32
+    assert f["conv_macs"] == sum(padded_macs(k.gemm) for k in cost.kernels if k.op == "conv")
+    # counted as GEMMs, each tap's single input channel would pad to 8 and overstate the work 8x
+    assert sum(padded_macs(k.gemm) for k in dw) == 8 * f["dw_macs"]
+
+
 def _synthetic_records(true: dict[str, float], precision: str = "int8", noise: float = 0.0):
     rng = np.random.default_rng(0)
     specs = [ResNetSpec(1, 10, (w, 2 * w, 4 * w), d) for w in (4, 8, 16, 24) for d in ((1, 1, 1), (2, 2, 2))]
     specs += [ViTSpec(1, 10, 8, 2, dim, depth, 2) for dim in (16, 32, 64) for depth in (1, 3)]
+    specs += [MobileNetSpec(1, 10, (w, 2 * w, 4 * w), d, e) for w in (8, 16) for d in ((1, 1, 1), (2, 2, 2))
+              for e in (2, 4)]
     recs = []
     for s in specs:
         f = model_cost(s, SHAPE).features(precision)
@@ -51,7 +71,7 @@ def _synthetic_records(true: dict[str, float], precision: str = "int8", noise: f
 
 
 def test_fit_recovers_known_coefficients_from_synthetic_records():
-    true = {"fixed": 0.02, "kernels": 0.003, "conv_macs": 2e-8, "fc_macs": 5e-8, "matmul_macs": 8e-8,
+    true = {"fixed": 0.02, "kernels": 0.003, "conv_macs": 2e-8, "dw_macs": 6e-8, "fc_macs": 5e-8, "matmul_macs": 8e-8,
             "bytes": 1e-7, "elems": 4e-7, "attn_elems": 1e-6}
     model = LatencyModel("synthetic", "litert", threads=1).fit(_synthetic_records(true), ridge=0.0)
     got = model.coefficients["int8"]
@@ -61,7 +81,7 @@ def test_fit_recovers_known_coefficients_from_synthetic_records():
 
 
 def test_fit_with_noise_still_predicts_within_a_few_percent():
-    true = {"fixed": 0.02, "kernels": 0.003, "conv_macs": 2e-8, "fc_macs": 5e-8, "matmul_macs": 0.0,
+    true = {"fixed": 0.02, "kernels": 0.003, "conv_macs": 2e-8, "dw_macs": 6e-8, "fc_macs": 5e-8, "matmul_macs": 0.0,
             "bytes": 0.0, "elems": 4e-7, "attn_elems": 1e-6}
     recs = _synthetic_records(true, noise=0.03)
     model = LatencyModel("synthetic", "litert", threads=1).fit(recs)

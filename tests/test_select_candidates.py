@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.select.candidates import (
@@ -42,11 +43,26 @@ def test_vit_candidates_keep_head_width_and_scale_heads_with_the_embedding():
             assert s.dim // s.heads == 16  # the teacher's head width
 
 
-def test_a_teacher_outside_the_zoo_gets_resnet_candidates_and_says_so():
+def test_a_teacher_outside_the_zoo_gets_inverted_residual_candidates_and_says_so():
     import torch
 
     spec, note = zoo_teacher_spec(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), 1, 10)
-    assert spec.family == "resnet" and "outside the zoo" in note
+    assert spec.family == "mobilenet" and "outside the zoo" in note and "depthwise" in note
+    cands = shrink_specs(spec)
+    assert all(c.family == "mobilenet" and c.expansion == spec.expansion for c in cands)
+    assert {c.depths for c in cands} == {(2, 2, 2), (1, 1, 1)}
+    for c in cands:  # proportions kept (channels round to multiples of 4)
+        m = c.widths[2] / spec.widths[2]
+        assert all(abs(w - t * m) <= 4 for w, t in zip(c.widths, spec.widths))
+
+
+def test_a_mobilenet_teacher_keeps_its_family():
+    teacher = MobileNetSpec(1, 10, (16, 32, 64), (1, 2, 3), 6)
+    spec, note = zoo_teacher_spec(teacher, 1, 10)
+    assert spec is teacher and not note
+    cands = evaluate_candidates(teacher, SHAPE, load_target("host"), 10**9, 1.0)
+    assert all(c.spec.family == "mobilenet" and c.predicted_latency_ms > 0 for c in cands)
+    assert (1, 1, 2) in {c.spec.depths for c in cands}
 
 
 def _tiny_model(ms_per_flop: float) -> LatencyModel:

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.models import create_model
+from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.select.init_from_teacher import evenly_spaced, init_student_from_teacher
@@ -32,6 +33,31 @@ def test_resnet_slicing_is_consistent_and_keeps_the_largest_l1_filters():
     # the head reads exactly the kept channels of the last stage
     kept = report["residual_channels"]["stages.2"]
     assert torch.equal(student.head.weight, teacher.head.weight[:, kept])
+
+
+def test_mobilenet_slicing_follows_expanded_channels_through_the_depthwise_conv():
+    torch.manual_seed(0)
+    teacher = create_model(MobileNetSpec(1, 10, (16, 32, 64), (2, 2, 2), 4)).eval()
+    same = create_model(MobileNetSpec(1, 10, (16, 32, 64), (2, 2, 2), 4)).eval()
+    assert init_student_from_teacher(teacher, same)["copied_fraction"] == 1.0
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(same(x), teacher(x))  # the teacher's own shape is copied exactly
+
+    expand = teacher.stages[1][1].expand[0].weight  # 32 -> 128 expanded channels
+    with torch.no_grad():
+        expand[77] *= 100  # expanded channel 77 of stage-1 block-1 dominates
+    student = create_model(MobileNetSpec(1, 10, (8, 16, 32), (1, 2, 1), 4)).eval()
+    report = init_student_from_teacher(teacher, student)
+    assert report["initialised"] and report["copied_fraction"] == 1.0
+    assert report["blocks"] == {"stages.0": [0], "stages.1": [0, 1], "stages.2": [0]}
+    res1 = report["residual_channels"]["stages.1"]
+    s_expand = student.stages[1][1].expand[0].weight  # 16 -> 64
+    row = next(i for i in range(64) if torch.equal(s_expand[i], expand[77][res1]))
+    # the depthwise filter and the projection's input column of that channel came along with it
+    assert torch.equal(student.stages[1][1].dw[0].weight[row], teacher.stages[1][1].dw[0].weight[77])
+    assert torch.equal(student.stages[1][1].project[0].weight[:, row],
+                       teacher.stages[1][1].project[0].weight[res1, 77])
+    assert student(x).shape == (4, 10)
 
 
 def test_vit_slicing_keeps_whole_heads_ranked_by_qkvo_l1():

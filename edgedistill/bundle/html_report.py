@@ -22,6 +22,7 @@ import html
 from pathlib import Path
 
 from edgedistill.bundle import plots
+from edgedistill.bundle.report import describe_spec
 
 
 def _e(x) -> str:
@@ -101,12 +102,6 @@ footer{color:#7b8794;font-size:12px;margin-top:18px}
 """
 
 
-def _describe(spec: dict) -> str:
-    if spec.get("family") == "resnet":
-        return f"resnet w{'-'.join(map(str, spec['widths']))} d{'-'.join(map(str, spec['depths']))}"
-    return ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("in_channels", "num_classes"))
-
-
 def _where(lat: dict) -> str:
     """The device and runtime behind one latency figure, in words."""
     if not lat or lat.get("median_ms") is None:
@@ -125,7 +120,7 @@ def _header(m: dict, gates: list[dict]) -> str:
         failed = [g for g in gates if not g.get("passed")]
         badge = (f'<span class="badge fail">{len(failed)} gate(s) failed</span>' if failed
                  else f'<span class="badge ok">all {len(gates)} gates passed</span>')
-    spec = _describe(s["spec"]) if s.get("spec") else "student"
+    spec = describe_spec(s["spec"]) if s.get("spec") else "student"
     sub = (f"Student <code>{_e(spec)}</code>: {s.get('params', 0):,} parameters, "
            f"{s.get('compression', 0):.1f}\u00d7 fewer than the teacher ({te.get('params', 0):,}).")
     return (f"<header><h1>edgedistill build: {_e(t.get('name', '?'))}{badge}</h1>"
@@ -209,6 +204,9 @@ def _candidates_section(m: dict, extras: dict) -> str:
     note = f"{len(cands)} students shaped like the teacher were considered; \u2605 marks the chosen one"
     note += f" ({_e(rule)})." if rule else "."
     note += " Accuracy is the distilled fp32 student's on the test split; only trained candidates have one."
+    family_note = m.get("selection", {}).get("note", "")
+    if family_note:
+        note += f" <b>{_e(family_note[0].upper() + family_note[1:])}.</b>"
     return _section("Candidates", chart + table, note)
 
 

@@ -24,8 +24,9 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     lines = [
         f"# edgedistill build: {t['name']}{status}",
         "",
-        f"Student `{_describe(s['spec'])}`: {s['params']:,} parameters, "
+        f"Student `{describe_spec(s['spec'])}`: {s['params']:,} parameters, "
         f"{s['compression']:.1f}x fewer than the teacher ({te['params']:,}).",
+        *_selection_note(manifest),
         "",
         "| model | test accuracy |",
         "| --- | --- |",
@@ -63,6 +64,12 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     return "\n".join(lines)
 
 
+def _selection_note(manifest: dict) -> list[str]:
+    """Why the student's family is what it is, when it is not the teacher's (a teacher outside the zoo)."""
+    note = manifest.get("selection", {}).get("note", "")
+    return ["", note[0].upper() + note[1:] + "."] if note else []
+
+
 def _budget_line(manifest: dict) -> str:
     """The target's budgets next to what the main artifact measured (size always; latency only
     when it was measured on a device of the target)."""
@@ -85,7 +92,11 @@ def _budget_line(manifest: dict) -> str:
     return f"Budgets of {t['name']}: {latency}, {size}, peak memory {b['peak_memory_mb']} MB."
 
 
-def _describe(spec: dict) -> str:
-    if spec.get("family") == "resnet":
-        return f"resnet w{'-'.join(map(str, spec['widths']))} d{'-'.join(map(str, spec['depths']))}"
-    return ", ".join(f"{k}={v}" for k, v in spec.items())
+def describe_spec(spec: dict) -> str:
+    """A manifest's spec dict in words, as the zoo names it (``resnet w8-16-32 d1-1-1``)."""
+    from edgedistill.models import spec_from_dict
+
+    try:
+        return spec_from_dict(spec).describe()
+    except (KeyError, TypeError, ValueError):  # a spec this version's zoo cannot rebuild
+        return ", ".join(f"{k}={v}" for k, v in spec.items() if k not in ("in_channels", "num_classes"))

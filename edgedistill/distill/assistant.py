@@ -57,7 +57,9 @@ def _between_vit(s: ViTSpec, t: ViTSpec, alpha: float) -> ViTSpec:
     return dataclasses.replace(s, heads=heads, dim=dim, depth=depth, mlp_ratio=mlp_ratio)
 
 
-_BETWEEN: dict[str, Callable[[Any, Any, float], Any]] = {"resnet": _between_resnet, "vit": _between_vit}
+# An inverted-residual spec has the same widths/depths shape (its expansion stays the student's).
+_BETWEEN: dict[str, Callable[[Any, Any, float], Any]] = {
+    "resnet": _between_resnet, "mobilenet": _between_resnet, "vit": _between_vit}
 
 
 def spec_parameters(spec: Any) -> int:

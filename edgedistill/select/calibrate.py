@@ -1,6 +1,6 @@
 """Calibrate a target's latency model by measuring generated models, and refit it from measurements.
 
-``calibrate(target)`` builds a spread of zoo models (resnet and vit, varied depth and width), exports
+``calibrate(target)`` builds a spread of zoo models (resnet, mobilenet and vit, varied depth and width), exports
 each to .tflite (int8 by PT2E post-training quantization, and fp32), benchmarks them with
 ``bench_model(..., "local")`` at the target's thread count, appends every measurement to the
 LatencyStore (with the spec in ``extra`` so the store alone can refit the model later) and fits
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from edgedistill.models import create_model, spec_from_dict, spec_to_dict
+from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.select.latency_model import (
@@ -55,13 +56,18 @@ def calibration_specs(quick: bool = False, in_channels: int = 1, num_classes: in
     c, k, s = in_channels, num_classes, image_size
     if quick:
         return [ResNetSpec(c, k, (8, 16, 32), (1, 1, 1)), ResNetSpec(c, k, (16, 32, 64), (2, 2, 2)),
-                ViTSpec(c, k, s, 7, 32, 1, 2)]
+                MobileNetSpec(c, k, (8, 16, 32), (1, 1, 1), 4), ViTSpec(c, k, s, 7, 32, 1, 2)]
     specs: list = []
     for base, depths in [(8, (1, 1, 1)), (12, (2, 2, 2)), (16, (1, 1, 1)), (16, (2, 2, 2)), (24, (1, 2, 1)),
                          (24, (3, 3, 3)), (32, (1, 1, 1)), (32, (2, 2, 2)), (40, (1, 1, 2)), (48, (2, 2, 2)),
                          (8, (3, 3, 3)), (12, (1, 1, 1)), (20, (2, 1, 1)), (28, (1, 1, 1)), (36, (2, 2, 1)),
                          (16, (3, 2, 1))]:
         specs.append(ResNetSpec(c, k, (base, 2 * base, 4 * base), depths))
+    for base, depths, expansion in [(8, (1, 1, 1), 4), (8, (2, 2, 2), 2), (12, (1, 2, 1), 4), (16, (1, 1, 1), 6),
+                                    (16, (2, 2, 2), 4), (20, (1, 1, 2), 2), (24, (1, 1, 1), 4), (24, (2, 2, 2), 6),
+                                    (32, (1, 1, 1), 2), (32, (2, 2, 2), 4), (12, (3, 3, 3), 4), (40, (1, 2, 1), 4),
+                                    (16, (3, 2, 1), 1), (48, (1, 1, 1), 4)]:
+        specs.append(MobileNetSpec(c, k, (base, 2 * base, 4 * base), depths, expansion))
     for dim, depth, heads, patch in [(32, 1, 2, 7), (32, 2, 2, 4), (48, 2, 4, 4), (64, 1, 4, 4), (64, 2, 4, 4),
                                      (64, 4, 4, 4), (96, 2, 4, 4), (96, 3, 4, 7), (128, 2, 4, 4), (48, 4, 2, 7),
                                      (80, 3, 4, 4), (32, 4, 2, 4), (112, 1, 4, 4), (64, 3, 2, 7)]:
@@ -224,7 +230,7 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
     model = LatencyModel(target.name, target.runtime, target.threads).fit(records)
     model.sources = [{
         "kind": "measured",
-        "what": f"{len(records)} benchmarks ({len(specs)} generated resnet/vit models x {', '.join(precisions)}), "
+        "what": f"{len(records)} benchmarks ({len(specs)} generated resnet/mobilenet/vit models x {', '.join(precisions)}), "
                 f"median of {runs} runs after {warmup} warm-up, best of 2 rounds, threads={target.threads}, "
                 f"batch 1, input {CALIBRATION_INPUT}",
         "command": command,

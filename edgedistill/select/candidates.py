@@ -1,8 +1,8 @@
 """Students shaped like the teacher, ranked under a target's budgets with predicted latency.
 
-Candidates keep the teacher's family and shrink it in proportion: fewer blocks per stage (resnet)
-or fewer layers (vit), and narrower channels (resnet) or a narrower embedding with proportionally
-fewer heads of the teacher's head width (vit). Each candidate gets, without exporting anything:
+Candidates keep the teacher's family and shrink it in proportion: fewer blocks per stage (resnet,
+mobilenet) or fewer layers (vit), and narrower channels (resnet, mobilenet) or a narrower embedding
+with proportionally fewer heads of the teacher's head width (vit). Each candidate gets, without exporting anything:
 
 - size: a fully integer .tflite is int8 weights + int32 biases + the flatbuffer's fixed overhead,
   predicted from the parameter count (exact to a few percent for these graphs); fp32 is 4 bytes
@@ -12,7 +12,8 @@ fewer heads of the teacher's head width (vit). Each candidate gets, without expo
 
 Selection takes the highest-capacity candidate that fits every budget; the capacity proxy is the
 parameter count, then FLOPs. A teacher outside the zoo (no ``spec``) gets candidates from the
-zoo's residual CNN family, shrunk from the built-in default teacher's shape.
+zoo's most target-friendly family, the inverted-residual one (``mobilenet``: depthwise-separable
+convs with linear bottlenecks), shrunk from :data:`NON_ZOO_BASE`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ TFLITE_BYTES_PER_CHANNEL = 26.0
 TFLITE_BYTES_PER_LAYER = 826.0
 TFLITE_BYTES_FIXED = 1_577.0
 CAPACITY_RULE = "highest capacity (parameters, then FLOPs) whose predicted latency, size and peak memory fit"
-ZOO_FAMILIES = ("resnet", "vit")
+ZOO_FAMILIES = ("mobilenet", "resnet", "vit")
+# What a teacher outside the zoo is shrunk from: an inverted-residual net about as wide and deep as
+# the built-in teacher (widths, depths, expansion); the width ladder reaches down from there.
+NON_ZOO_BASE = ((32, 64, 128), (2, 2, 2), 4)
 
 
 @dataclass
@@ -82,7 +86,7 @@ def shrink_specs(teacher_spec) -> list:
     """Narrower (width multipliers, channels kept in proportion) and shallower (fewer blocks per
     stage / layers) versions of the teacher's own architecture, the teacher's own shape included."""
     specs = []
-    if teacher_spec.family == "resnet":
+    if teacher_spec.family in ("resnet", "mobilenet"):
         depth_options = {
             tuple(teacher_spec.depths),
             tuple(max(1, d - 1) for d in teacher_spec.depths),
@@ -207,18 +211,18 @@ class Selection:
 
 
 def zoo_teacher_spec(teacher, in_channels: int, num_classes: int) -> tuple[object, str]:
-    """(spec to shrink, note): the teacher's own spec, or the default residual CNN's for a teacher
-    outside the zoo (an ``nn.Module`` without a zoo ``spec``)."""
+    """(spec to shrink, note): the teacher's own spec, or for a teacher outside the zoo (an
+    ``nn.Module`` without a zoo ``spec``) the inverted-residual family's :data:`NON_ZOO_BASE`."""
     spec = getattr(teacher, "spec", teacher if hasattr(teacher, "family") else None)
     if spec is not None and getattr(spec, "family", None) in ZOO_FAMILIES:
         return spec, ""
-    from edgedistill.models.resnet import ResNetSpec
-    from edgedistill.teacher.builtin import DEFAULT_TEACHER_DEPTHS, DEFAULT_TEACHER_WIDTHS
+    from edgedistill.models.mobilenet import MobileNetSpec
 
-    note = ("teacher is outside the zoo: candidates come from the zoo's residual CNN family "
-            f"(shrunk from resnet w{'-'.join(map(str, DEFAULT_TEACHER_WIDTHS))} "
-            f"d{'-'.join(map(str, DEFAULT_TEACHER_DEPTHS))}); weights are not initialised from the teacher")
-    return ResNetSpec(in_channels, num_classes, DEFAULT_TEACHER_WIDTHS, DEFAULT_TEACHER_DEPTHS), note
+    base = MobileNetSpec(in_channels, num_classes, *NON_ZOO_BASE)
+    note = ("teacher is outside the zoo: candidates come from the zoo's most target-friendly family, "
+            f"inverted residuals with depthwise-separable convs (shrunk from {base.describe()}); "
+            "weights are not initialised from the teacher")
+    return base, note
 
 
 def select_student(teacher_spec, input_shape: tuple[int, int, int], target: Target, teacher_params: int,

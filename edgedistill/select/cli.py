@@ -26,11 +26,11 @@ def _digits_shape() -> tuple[tuple[int, int, int], int]:
 
 def run_select(target_name: str, max_latency_ms: float | None = None, max_size_kb: float | None = None,
                min_compression: float = 10.0, teacher_spec=None, input_shape: tuple[int, int, int] | None = None,
-               teacher_params: int | None = None, calibration: Path | None = None):
+               teacher_params: int | None = None, calibration: Path | None = None, outside_zoo: bool = False):
     """A :class:`~edgedistill.select.candidates.Selection` for a target, without training anything.
 
     With no teacher, the built-in default teacher's spec on the digits input (untrained: only its
-    shape matters here)."""
+    shape matters here); ``outside_zoo``: the candidates a teacher outside the zoo of that size gets."""
     from edgedistill.models import count_parameters, create_model
     from edgedistill.select.candidates import select_student
     from edgedistill.select.latency_model import load_latency_model
@@ -40,11 +40,17 @@ def run_select(target_name: str, max_latency_ms: float | None = None, max_size_k
     note = ""
     if teacher_spec is None:
         from edgedistill.models.resnet import ResNetSpec
+        from edgedistill.select.candidates import zoo_teacher_spec
         from edgedistill.teacher.builtin import DEFAULT_TEACHER_DEPTHS, DEFAULT_TEACHER_WIDTHS
 
         input_shape, num_classes = _digits_shape()
         teacher_spec = ResNetSpec(input_shape[0], num_classes, DEFAULT_TEACHER_WIDTHS, DEFAULT_TEACHER_DEPTHS)
         note = "no teacher given: the built-in default teacher's shape on the digits input"
+        if outside_zoo:
+            # a teacher of the built-in one's size whose class is not a zoo model
+            teacher_params = teacher_params or count_parameters(create_model(teacher_spec))
+            teacher_spec, zoo_note = zoo_teacher_spec(None, input_shape[0], num_classes)
+            note += f"; {zoo_note}"
     if teacher_params is None:
         teacher_params = count_parameters(create_model(teacher_spec))
     lm = load_latency_model(target.name, calibration) if calibration is not None else None
@@ -59,9 +65,11 @@ def select_command(
     max_size_kb: Annotated[Optional[float], typer.Option(help="Override the target's model size budget.")] = None,
     min_compression: Annotated[float, typer.Option(help="Students must have this many times fewer parameters (as `build`).")] = 10.0,
     calibration: Annotated[Optional[Path], typer.Option(help="Latency model JSON [default: calibration/TARGET.json].")] = None,
+    outside_zoo: Annotated[bool, typer.Option("--outside-zoo", help="Show what a teacher outside the zoo (any nn.Module) gets: inverted-residual students.")] = False,
 ) -> int:
     """Rank the students shaped like the teacher for TARGET and show which fits; trains nothing."""
-    t, sel = run_select(target, max_latency_ms, max_size_kb, min_compression, calibration=calibration)
+    t, sel = run_select(target, max_latency_ms, max_size_kb, min_compression, calibration=calibration,
+                        outside_zoo=outside_zoo)
     if json_out:
         print(json.dumps(sel.to_dict(), indent=2))
         return EXIT_OK if sel.chosen else EXIT_BUDGET
@@ -104,7 +112,7 @@ def calibrate_command(
     store: Annotated[Optional[Path], typer.Option(help="Latency store (JSONL) [default: $EDGEDISTILL_LATENCY_STORE or <cache>/latency_store.jsonl].")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the fitted model as JSON.")] = False,
 ) -> int:
-    """Benchmark generated resnet/vit models on this host and fit TARGET's latency model."""
+    """Benchmark generated resnet/mobilenet/vit models on this host and fit TARGET's latency model."""
     from edgedistill.bench import LatencyStore
     from edgedistill.errors import InputError
     from edgedistill.select.calibrate import calibrate as run_calibrate
@@ -129,5 +137,5 @@ def calibrate_command(
 
 @functools.wraps(calibrate_command)
 def calibrate(*args, **kwargs) -> None:
-    """Benchmark generated resnet/vit models on this host and fit TARGET's latency model."""
+    """Benchmark generated resnet/mobilenet/vit models on this host and fit TARGET's latency model."""
     raise typer.Exit(calibrate_command(*args, **kwargs))

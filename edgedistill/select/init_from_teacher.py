@@ -9,6 +9,9 @@ channels, sliced consistently through every layer that reads them:
   them (the stem for stage 0, each kept block's second conv and projection shortcut); a block's
   inner channels are ranked by the L1 norm of its first conv's output filters. BN parameters, the
   next conv's input channels, the shortcut and the head's inputs are sliced with the same indices.
+- mobilenet: as resnet, a stage's residual channels are ranked once per stage (stem and each kept
+  block's projection filters); a block's expanded channels by the L1 norm of its expansion conv's
+  filters, and its depthwise filters follow them one for one.
 - vit: heads are ranked per layer by the L1 norm of their q, k, v rows and their proj columns;
   the residual-stream (embedding) dims by the summed L1 norm of everything writing into them
   (patch embedding filters, every kept block's proj and fc2 rows); MLP hidden units by the L1 norm
@@ -115,6 +118,48 @@ def _init_resnet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
     return report
 
 
+def _init_mobilenet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
+    ts, ss = teacher.spec, student.spec
+    if len(ts.widths) != len(ss.widths):
+        raise ValueError(f"teacher has {len(ts.widths)} stages, student {len(ss.widths)}: no stage mapping")
+    if (ts.expansion == 1) != (ss.expansion == 1):
+        raise ValueError(f"teacher expansion {ts.expansion} and student expansion {ss.expansion}: one of them "
+                         "has no expansion conv to copy")
+    w = cp.src
+    report: dict[str, Any] = {"blocks": {}, "residual_channels": {}, "criterion": (
+        "stage residual channels: summed L1 norm of output filters of the stem / projection convs; "
+        "expanded channels: L1 norm of the expansion conv's output filters (depthwise filters follow)")}
+    prev_idx = None
+    for i, (tw, sw) in enumerate(zip(ts.widths, ss.widths)):
+        blocks = evenly_spaced(ts.depths[i], ss.depths[i])
+        report["blocks"][f"stages.{i}"] = blocks
+        score = torch.zeros(tw)
+        if i == 0:
+            score += _l1_rows(w["stem.0.0.weight"])
+        for j in blocks:
+            score += _l1_rows(w[f"stages.{i}.{j}.project.0.weight"])
+        res_idx = top_k(score, sw)
+        report["residual_channels"][f"stages.{i}"] = res_idx.tolist()
+        if i == 0:
+            cp.conv_bn("stem.0", "stem.0", res_idx, None)
+            prev_idx = res_idx
+        for sj, tj in enumerate(blocks):
+            t, s = f"stages.{i}.{tj}", f"stages.{i}.{sj}"
+            in_idx = prev_idx if sj == 0 else res_idx
+            if ss.expansion == 1:
+                hidden = in_idx  # the depthwise conv reads the block's input channels
+            else:
+                hidden = top_k(_l1_rows(w[f"{t}.expand.0.weight"]), cp.dst[f"{s}.expand.0.weight"].shape[0])
+                cp.conv_bn(f"{s}.expand", f"{t}.expand", hidden, in_idx)
+            cp.conv_bn(f"{s}.dw", f"{t}.dw", hidden, None)
+            cp.conv_bn(f"{s}.project", f"{t}.project", res_idx, hidden)
+        prev_idx = res_idx
+    if ts.num_classes == ss.num_classes:
+        cp.take("head.weight", "head.weight", None, prev_idx)
+        cp.take("head.bias", "head.bias")
+    return report
+
+
 def _init_vit(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
     ts, ss = teacher.spec, student.spec
     w = cp.src
@@ -209,6 +254,8 @@ def init_student_from_teacher(teacher: nn.Module, student: nn.Module, sample: to
     try:
         if ts.family == "resnet":
             report = _init_resnet(teacher, student, cp)
+        elif ts.family == "mobilenet":
+            report = _init_mobilenet(teacher, student, cp)
         elif ts.family == "vit":
             report = _init_vit(teacher, student, cp)
         else:

@@ -8,11 +8,14 @@ is one kernel; a linear followed by its activation is one kernel).
 
 Latency is linear in a few features of those kernels, one coefficient set per precision:
 
-    ms = fixed + per_kernel * kernels + per_conv_mac * conv_MACs + per_fc_mac * fc_MACs
+    ms = fixed + per_kernel * kernels + per_conv_mac * conv_MACs + per_dw_mac * depthwise_MACs
+         + per_fc_mac * fc_MACs
          + per_matmul_mac * attention_matmul_MACs + per_byte * bytes_moved
          + per_elem * elements of non-MAC kernels + per_attn_elem * attention-score elements
 
-MACs are counted on XNNPACK's GEMM tiles (see ``GEMM_TILE``); attention scores get their own
+MACs are counted on XNNPACK's GEMM tiles (see ``GEMM_TILE``). A depthwise conv is not a GEMM (one
+filter per channel; XNNPACK runs it with its own micro-kernels over tiles of channels), so its MACs
+are counted per channel tile (``DW_CHANNEL_TILE``) and get their own coefficient. Attention scores get their own
 term because int8 batch-matmul and softmax run outside XNNPACK on LiteRT's builtin kernels.
 
 ``bytes_moved`` is weights plus every kernel's input and output activations at the precision's
@@ -36,16 +39,19 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-FEATURES = ("fixed", "kernels", "conv_macs", "fc_macs", "matmul_macs", "bytes", "elems", "attn_elems")
+FEATURES = ("fixed", "kernels", "conv_macs", "dw_macs", "fc_macs", "matmul_macs", "bytes", "elems", "attn_elems")
 # MACs are counted on the GEMM tiles XNNPACK's micro-kernels compute: rows in blocks of MR, output
 # channels in blocks of NR, each tap's input channels in blocks of KR. A 12-channel layer costs as
 # much as a 16-channel one. (4, 16, 8) was picked by a sweep on host measurements (see README).
 GEMM_TILE = (4, 16, 8)
+# Depthwise micro-kernels process channels in blocks (XNNPACK's dwconv "up16x9" and kin).
+DW_CHANNEL_TILE = 16
 # Units the coefficients are stored in, so the JSON reads naturally: ms per unit below.
 FEATURE_UNITS = {
     "fixed": "ms per invoke",
     "kernels": "ms per fused kernel",
     "conv_macs": "ms per conv multiply-accumulate (tile-padded)",
+    "dw_macs": "ms per depthwise-conv multiply-accumulate (channels padded to DW_CHANNEL_TILE)",
     "fc_macs": "ms per fully-connected multiply-accumulate (tile-padded)",
     "matmul_macs": "ms per attention batch-matmul multiply-accumulate (tile-padded)",
     "bytes": "ms per byte moved (weights + kernel inputs and outputs)",
@@ -53,7 +59,7 @@ FEATURE_UNITS = {
     "attn_elems": "ms per attention-score element (batch-matmul outputs and softmax; int8 attention leaves XNNPACK)",
 }
 ELEMENT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
-_COMPUTE = ("conv_macs", "fc_macs", "matmul_macs", "elems", "attn_elems")  # terms threads divide
+_COMPUTE = ("conv_macs", "dw_macs", "fc_macs", "matmul_macs", "elems", "attn_elems")  # terms threads divide
 DEFAULT_PARALLEL_EFFICIENCY = 0.6  # assumed share of ideal speed-up per extra thread (compute terms only)
 
 _MAC_OPS = {"conv2d": "conv", "linear": "fc", "matmul": "matmul", "__matmul__": "matmul", "bmm": "matmul"}
@@ -74,7 +80,7 @@ _FREE = {"flatten", "reshape", "view", "contiguous"}  # metadata-only when the d
 class Kernel:
     """One kernel the runtime executes, with what it costs to run it."""
 
-    op: str  # conv | fc | matmul | elementwise | transpose
+    op: str  # conv | dwconv | fc | matmul | elementwise | transpose
     torch_ops: list[str]  # the torch calls fused into it
     macs: int
     weight_elems: int
@@ -98,7 +104,9 @@ class ModelCost:
         f["fixed"] = 1.0
         for k in self.kernels:
             f["kernels"] += k.count
-            if k.op in ("conv", "fc", "matmul"):
+            if k.op == "dwconv":
+                f["dw_macs"] += dw_padded_macs(k.gemm)
+            elif k.op in ("conv", "fc", "matmul"):
                 f[{"conv": "conv_macs", "fc": "fc_macs", "matmul": "matmul_macs"}[k.op]] += padded_macs(k.gemm)
             else:
                 f["elems"] += k.count * max(k.in_elems, k.out_elems)
@@ -128,6 +136,12 @@ def padded_macs(gemm: tuple[int, ...], tile: tuple[int, int, int] = GEMM_TILE) -
         return -(-v // r) * r
 
     return batch * up(m, mr) * up(k, kr) * taps * up(n, nr)
+
+
+def dw_padded_macs(gemm: tuple[int, ...], tile: int = DW_CHANNEL_TILE) -> int:
+    """Depthwise MACs: output positions x taps x channels rounded up to the channel tile."""
+    batch, m, _k, taps, n = gemm
+    return batch * m * taps * (-(-n // tile) * tile)
 
 
 class _Recorder(TorchFunctionMode):
@@ -179,7 +193,10 @@ def trace_cost(model: nn.Module, input_shape: tuple[int, ...]) -> ModelCost:
             op = _MAC_OPS[name]
             if op == "conv":
                 w = args[1]  # (out, in // groups, kh, kw)
+                groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
                 gemm = (1, out.shape[2] * out.shape[3], w.shape[1], w.shape[2] * w.shape[3], w.shape[0])
+                if groups > 1 and w.shape[1] == 1 and groups == w.shape[0]:
+                    op = "dwconv"  # one filter per channel: XNNPACK's depthwise kernels, not a GEMM
             elif op == "fc":
                 gemm = (1, out.numel() // out.shape[-1], args[1].shape[1], 1, out.shape[-1])
             else:

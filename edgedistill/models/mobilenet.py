@@ -1,0 +1,111 @@
+"""Inverted-residual (MobileNetV2-style) family: the zoo's most target-friendly family.
+
+Every block is a 1x1 expansion, a 3x3 depthwise conv and a linear 1x1 projection (Sandler et al.
+2018), so most multiply-accumulates sit in 1x1 convs (plain GEMMs) and the 3x3 spatial work costs
+one MAC per channel and tap instead of one per channel pair. That is why XNNPACK and LiteRT run it
+well on phones and boards, and why a teacher from outside the zoo gets its students from here.
+
+Sized like the residual CNN: the stem keeps full resolution, each stage after the first halves it
+(8x8 digits end at 2x2 after three stages), scalable in depth (blocks per stage) and width
+(channels per stage; the expanded width is ``expansion`` times a block's input).
+
+Choices made for int8 deployment rather than copied from the paper:
+- ReLU rather than ReLU6: conv + batch-norm + ReLU is the pattern PT2E QAT and LiteRT fuse into one
+  int8 kernel everywhere; a fully integer model gets no benefit from ReLU6's clamp (the activation's
+  quantization range already bounds it).
+- No final 1x1 conv to 1280 channels before pooling: at these widths it would be most of the model.
+- A stage's first block changes width (and resolution) and has no shortcut; the others add their
+  input, as in MobileNetV2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgedistill.models.base import FeatureInfo, register_family
+from edgedistill.models.resnet import GlobalAvgPool, conv_bn
+
+
+@dataclass(frozen=True)
+class MobileNetSpec:
+    in_channels: int
+    num_classes: int
+    widths: tuple[int, ...] = (32, 64, 128)
+    depths: tuple[int, ...] = (2, 2, 2)
+    expansion: int = 4
+    family: str = "mobilenet"
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != len(self.depths) or not self.widths:
+            raise ValueError(f"widths {self.widths} and depths {self.depths} must be non-empty and equal length")
+        if min(self.widths) < 1 or min(self.depths) < 1 or self.expansion < 1:
+            raise ValueError(f"widths, depths and expansion must be positive: {self}")
+
+    def describe(self) -> str:
+        return (f"mobilenet w{'-'.join(map(str, self.widths))} d{'-'.join(map(str, self.depths))} "
+                f"e{self.expansion}")
+
+
+def dw_bn(channels: int, stride: int) -> nn.Sequential:
+    """3x3 depthwise conv + batch norm: one filter per channel (``groups=channels``)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False),
+        nn.BatchNorm2d(channels),
+    )
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        # expansion 1 has nothing to expand: the depthwise conv reads the input directly
+        self.expand = conv_bn(cin, hidden, 1) if expansion != 1 else nn.Identity()
+        self.act1 = nn.ReLU() if expansion != 1 else nn.Identity()
+        self.dw = dw_bn(hidden, stride)
+        self.act2 = nn.ReLU()
+        self.project = conv_bn(hidden, cout, 1)  # linear bottleneck: no activation after it
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.act2(self.dw(self.act1(self.expand(x)))))
+        return x + y if self.residual else y
+
+
+class MobileNet(nn.Module):
+    def __init__(self, spec: MobileNetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stem = nn.Sequential(conv_bn(spec.in_channels, spec.widths[0], 3, 1), nn.ReLU())
+        stages = []
+        cin = spec.widths[0]
+        self.feature_info: list[FeatureInfo] = []
+        reduction = 1
+        for i, (width, depth) in enumerate(zip(spec.widths, spec.depths)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            blocks = [InvertedResidual(cin if j == 0 else width, width, stride if j == 0 else 1, spec.expansion)
+                      for j in range(depth)]
+            stages.append(nn.Sequential(*blocks))
+            cin = width
+            self.feature_info.append(FeatureInfo(f"stages.{i}", width, reduction, "spatial"))
+        self.stages = nn.Sequential(*stages)
+        self.pool = GlobalAvgPool()
+        self.head = nn.Linear(cin, spec.num_classes)
+        self.attention_modules: list[str] = []
+        self.embedding_module = "pool"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+register_family("mobilenet", MobileNetSpec, MobileNet)
