@@ -90,6 +90,8 @@ def test_next_choice_skips_candidates_measured_over_budget():
     assert first is cands[0]
     second = next_choice(cands, {first.key: 12.0}, 10.0)
     assert second is not None and second.key != first.key
+    # the table the choice was made from says why the first one no longer fits
+    assert not first.fits and first.why_not == "measured latency 12 ms > 10 ms" and second.fits
     # measured within budget counts, even where a refitted model predicts over budget
     third = next_choice(cands, {first.key: 12.0, second.key: 9.0}, 10.0, latency_model=_tiny_model(1.0))
     assert third is second

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgedistill.models.base import FeatureInfo, register_family
-from edgedistill.models.resnet import GlobalAvgPool, conv_bn
+from edgedistill.models.base import register_family
+from edgedistill.models.resnet import StagedCNN, conv_bn
 
 
 @dataclass(frozen=True)
@@ -74,38 +74,9 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-class MobileNet(nn.Module):
+class MobileNet(StagedCNN):
     def __init__(self, spec: MobileNetSpec) -> None:
-        super().__init__()
-        self.spec = spec
-        self.stem = nn.Sequential(conv_bn(spec.in_channels, spec.widths[0], 3, 1), nn.ReLU())
-        stages = []
-        cin = spec.widths[0]
-        self.feature_info: list[FeatureInfo] = []
-        reduction = 1
-        for i, (width, depth) in enumerate(zip(spec.widths, spec.depths)):
-            stride = 1 if i == 0 else 2
-            reduction *= stride
-            blocks = [InvertedResidual(cin if j == 0 else width, width, stride if j == 0 else 1, spec.expansion)
-                      for j in range(depth)]
-            stages.append(nn.Sequential(*blocks))
-            cin = width
-            self.feature_info.append(FeatureInfo(f"stages.{i}", width, reduction, "spatial"))
-        self.stages = nn.Sequential(*stages)
-        self.pool = GlobalAvgPool()
-        self.head = nn.Linear(cin, spec.num_classes)
-        self.attention_modules: list[str] = []
-        self.embedding_module = "pool"
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pool(x)
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        super().__init__(spec, lambda cin, cout, stride: InvertedResidual(cin, cout, stride, spec.expansion))
 
 
 register_family("mobilenet", MobileNetSpec, MobileNet)

@@ -8,6 +8,7 @@ so an 8x8 digit ends at 2x2 after three stages. Blocks are conv-bn-relu pairs wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -62,8 +63,12 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-class ResNet(nn.Module):
-    def __init__(self, spec: ResNetSpec) -> None:
+class StagedCNN(nn.Module):
+    """The skeleton the CNN families share: a full-resolution 3x3 stem, stages of blocks (each stage
+    after the first halves the resolution in its first block), global average pooling and a linear
+    head. ``block(cin, cout, stride)`` builds one block."""
+
+    def __init__(self, spec, block: Callable[[int, int, int], nn.Module]) -> None:
         super().__init__()
         self.spec = spec
         self.stem = nn.Sequential(conv_bn(spec.in_channels, spec.widths[0], 3, 1), nn.ReLU())
@@ -74,8 +79,8 @@ class ResNet(nn.Module):
         for i, (width, depth) in enumerate(zip(spec.widths, spec.depths)):
             stride = 1 if i == 0 else 2
             reduction *= stride
-            blocks = [BasicBlock(cin if j == 0 else width, width, stride if j == 0 else 1) for j in range(depth)]
-            stages.append(nn.Sequential(*blocks))
+            stages.append(nn.Sequential(*[block(cin if j == 0 else width, width, stride if j == 0 else 1)
+                                          for j in range(depth)]))
             cin = width
             self.feature_info.append(FeatureInfo(f"stages.{i}", width, reduction, "spatial"))
         self.stages = nn.Sequential(*stages)
@@ -93,6 +98,11 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class ResNet(StagedCNN):
+    def __init__(self, spec: ResNetSpec) -> None:
+        super().__init__(spec, BasicBlock)
 
 
 register_family("resnet", ResNetSpec, ResNet)

@@ -244,7 +244,9 @@ def next_choice(candidates: list[Candidate], measured: dict[str, float], budget_
     the stored prediction) is within budget and which met every other budget before.
 
     ``measured`` maps :func:`spec_key` (``Candidate.key``) to a measured median in ms.
-    Returns None when nothing is left.
+    Returns None when nothing is left. The candidates are updated in place (measured latency,
+    re-predicted latency, and ``fits``/``why_not`` against ``budget_ms``), so a selection's table
+    shows what the last choice was made from.
     """
     pool = []
     for c in candidates:
@@ -253,13 +255,14 @@ def next_choice(candidates: list[Candidate], measured: dict[str, float], budget_
             continue
         if c.key in measured:
             c.measured_latency_ms = float(measured[c.key])
-            if c.measured_latency_ms > budget_ms:
-                continue
-            pool.append(c)
-            continue
-        if latency_model is not None and precision in c.features and precision in latency_model.coefficients:
+        elif latency_model is not None and precision in c.features and precision in latency_model.coefficients:
             c.predicted_latency_ms = latency_model.predict_features(c.features[precision], precision, threads)
-        if c.predicted_latency_ms is None or c.predicted_latency_ms <= budget_ms:
+        latency = c.measured_latency_ms if c.measured_latency_ms is not None else c.predicted_latency_ms
+        if latency is not None and latency > budget_ms:
+            how = "measured" if c.measured_latency_ms is not None else "predicted"
+            c.fits, c.why_not = False, f"{how} latency {latency:.3g} ms > {budget_ms:g} ms"
+        else:
+            c.fits, c.why_not = True, ""
             pool.append(c)
     pool.sort(key=lambda c: (c.params, c.flops), reverse=True)
     return pool[0] if pool else None

@@ -74,6 +74,22 @@ class _Copier:
         self.copied.add(f"{dst}.1.num_batches_tracked")
 
 
+def _stage_channels(w: dict, stage: int, t_width: int, s_width: int, blocks: list[int],
+                    writers: tuple[str, ...]) -> torch.Tensor:
+    """The ``s_width`` channels of a stage's residual space to keep: ranked by the summed L1 norm of
+    the output filters of every conv writing into it (the stem for stage 0, and each kept block's
+    ``writers`` convs that exist)."""
+    score = torch.zeros(t_width)
+    if stage == 0:
+        score += _l1_rows(w["stem.0.0.weight"])
+    for j in blocks:
+        for name in writers:
+            key = f"stages.{stage}.{j}.{name}.0.weight"
+            if key in w:
+                score += _l1_rows(w[key])
+    return top_k(score, s_width)
+
+
 def _init_resnet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
     ts, ss = teacher.spec, student.spec
     if len(ts.widths) != len(ss.widths):
@@ -86,15 +102,7 @@ def _init_resnet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
     for i, (tw, sw) in enumerate(zip(ts.widths, ss.widths)):
         blocks = evenly_spaced(ts.depths[i], ss.depths[i])
         report["blocks"][f"stages.{i}"] = blocks
-        # Score this stage's residual space from every conv writing into it.
-        score = torch.zeros(tw)
-        if i == 0:
-            score += _l1_rows(w["stem.0.0.weight"])
-        for j in blocks:
-            score += _l1_rows(w[f"stages.{i}.{j}.conv2.0.weight"])
-            if f"stages.{i}.{j}.shortcut.0.weight" in w:
-                score += _l1_rows(w[f"stages.{i}.{j}.shortcut.0.weight"])
-        res_idx = top_k(score, sw)
+        res_idx = _stage_channels(w, i, tw, sw, blocks, ("conv2", "shortcut"))
         report["residual_channels"][f"stages.{i}"] = res_idx.tolist()
         if i == 0:
             cp.conv_bn("stem.0", "stem.0", res_idx, None)
@@ -133,12 +141,7 @@ def _init_mobilenet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict
     for i, (tw, sw) in enumerate(zip(ts.widths, ss.widths)):
         blocks = evenly_spaced(ts.depths[i], ss.depths[i])
         report["blocks"][f"stages.{i}"] = blocks
-        score = torch.zeros(tw)
-        if i == 0:
-            score += _l1_rows(w["stem.0.0.weight"])
-        for j in blocks:
-            score += _l1_rows(w[f"stages.{i}.{j}.project.0.weight"])
-        res_idx = top_k(score, sw)
+        res_idx = _stage_channels(w, i, tw, sw, blocks, ("project",))
         report["residual_channels"][f"stages.{i}"] = res_idx.tolist()
         if i == 0:
             cp.conv_bn("stem.0", "stem.0", res_idx, None)
