@@ -392,6 +392,15 @@ def _select(cfg, target, teacher, teacher_params, data, rep):
     teacher_spec, note = zoo_teacher_spec(teacher, c, data.num_classes)
     if note:
         rep.note(note)
+    if teacher_spec.family == "vit" and target.precision == "int8":
+        # Found by exporting one (see edgedistill/export/tflite.py): checked before any training.
+        raise InputError(
+            f"the teacher is a zoo vision transformer, so its students would be too, and {target.name} ships a "
+            "fully integer model: litert-torch 0.10 quantizes a ViT's matmuls but leaves its LayerNorm, softmax "
+            "and GELU in float, which int8 verification refuses",
+            hint="distil into a CNN instead: pass the teacher as a factory whose class is not a zoo model "
+                 "(it then gets inverted-residual students)",
+        )
     sel = select_student(teacher_spec, data.input_shape_nchw, target, teacher_params, cfg.min_compression, note=note)
     if sel.chosen is None:
         best = min(sel.candidates, key=lambda x: x.params)
@@ -408,7 +417,7 @@ def _select(cfg, target, teacher, teacher_params, data, rep):
 
 
 def _quantize(rd, tag, cfg, data, teacher, student: StudentResult, student_model, base_inputs, weights) -> dict:
-    from edgedistill.export.tflite import export_tflite_int8
+    from edgedistill.export.tflite import dynamic_batch_exports, export_tflite_int8
     from edgedistill.quantize.qat import QATConfig, qat_finetune
 
     qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed, temperature=weights.temperature)
@@ -424,14 +433,15 @@ def _quantize(rd, tag, cfg, data, teacher, student: StudentResult, student_model
     x_test = torch.from_numpy(data.inputs("test"))
     with torch.no_grad():
         np.save(stage.dir / "reference_test_logits.npy", converted(x_test).numpy())
-    export_tflite_int8(converted, quantizer, x_train[:4], stage.dir / "model.tflite")
+    export_tflite_int8(converted, quantizer, x_train[:4], stage.dir / "model.tflite",
+                       dynamic_batch=dynamic_batch_exports(student_model.spec))
     stage.save({**result.to_dict(), "config": dataclasses.asdict(qcfg)})
     return {**result.to_dict(), "config": dataclasses.asdict(qcfg), "dir": str(stage.dir)}
 
 
 def _export(rd, tag, cfg, data, student: StudentResult, student_model, base_inputs) -> dict:
     from edgedistill.export.onnx import export_onnx_fp32, quantize_onnx_int8
-    from edgedistill.export.tflite import export_tflite_fp32
+    from edgedistill.export.tflite import dynamic_batch_exports, export_tflite_fp32
 
     stage = rd.stage(f"{tag}/export", {**base_inputs, "student_weights": _weights_digest(rd, tag),
                                        "calibration_per_class": cfg.calibration_per_class, "versions": _versions()})
@@ -443,7 +453,8 @@ def _export(rd, tag, cfg, data, student: StudentResult, student_model, base_inpu
     x_test = torch.from_numpy(data.inputs("test"))
     with torch.no_grad():
         np.save(stage.dir / "reference_test_logits.npy", student_model.eval()(x_test).numpy())
-    export_tflite_fp32(student_model, x_train[:4], stage.dir / "model_fp32.tflite")
+    export_tflite_fp32(student_model, x_train[:4], stage.dir / "model_fp32.tflite",
+                       dynamic_batch=dynamic_batch_exports(student_model.spec))
     export_onnx_fp32(student_model, x_train[:4], stage.dir / "model.onnx")
     calib_idx = _calibration_subset(data, cfg.calibration_per_class, cfg.seed)
     quantize_onnx_int8(stage.dir / "model.onnx", data.inputs("train")[calib_idx], stage.dir / "model_int8.onnx")

@@ -1,5 +1,6 @@
 """The ViT family answers the zoo protocol, exposes attention probabilities, and exports."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,3 +73,33 @@ def test_scales_in_depth_and_width():
     small = sum(p.numel() for p in digits_vit(dim=32, depth=2, heads=2).parameters())
     big = sum(p.numel() for p in digits_vit(dim=64, depth=4, heads=4).parameters())
     assert big > 4 * small
+
+
+def test_vit_tflite_has_a_fixed_batch_of_one_and_runs_any_number_of_images(tmp_path):
+    """litert-torch 0.10 bakes the sample's batch into a ViT's reshapes, so the ViT is exported at
+    batch 1, says so, and the runtime feeds it one image at a time."""
+    from edgedistill.export.tflite import dynamic_batch_exports, export_tflite_fp32
+    from edgedistill.verify.runtime import TFLiteModel
+
+    spec = ViTSpec(1, 10, 8, 2, 16, 1, 2)
+    assert not dynamic_batch_exports(spec)
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    x = torch.randn(7, 1, 8, 8)
+    path = export_tflite_fp32(model, x[:4], tmp_path / "vit.tflite", dynamic_batch=False)
+    tfl = TFLiteModel(path)
+    assert tfl.fixed_batch == 1 and tfl.input_spec.batch == 1
+    got = tfl.run(x.permute(0, 2, 3, 1).numpy())
+    with torch.no_grad():
+        assert np.abs(got - model(x).numpy()).max() < 1e-4
+
+
+def test_a_vit_teacher_is_refused_for_an_int8_target_before_any_training():
+    from edgedistill.data.digits import load_digits_dataset
+    from edgedistill.errors import InputError
+    from edgedistill.pipeline import _select
+    from edgedistill.select.targets import load_target
+
+    teacher = create_model(ViTSpec(1, 10, 8, 2, 32, 2, 2))
+    with pytest.raises(InputError, match="LayerNorm, softmax and GELU"):
+        _select(None, load_target("android-arm64"), teacher, 10**6, load_digits_dataset(), None)

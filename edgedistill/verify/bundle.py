@@ -191,7 +191,7 @@ def _manifest_specs(entry: dict):
     def spec(d: dict) -> TensorSpec:
         q = d.get("quantization") or {}
         return TensorSpec(name=d["name"], shape=tuple(d["shape"]), layout=d["layout"], dtype=d["dtype"],
-                          scale=q.get("scale"), zero_point=q.get("zero_point"))
+                          scale=q.get("scale"), zero_point=q.get("zero_point"), batch=d.get("batch", "dynamic"))
 
     return Preprocessing.from_dict(entry["input"]["preprocessing"]), spec(entry["input"]), spec(entry["output"])
 
@@ -199,7 +199,7 @@ def _manifest_specs(entry: dict):
 def _io_mismatch(promised, actual) -> str:
     """Where the tensor the model really has differs from what the manifest tells apps."""
     diffs = []
-    for attr in ("dtype", "shape", "layout"):
+    for attr in ("dtype", "shape", "layout", "batch"):
         if getattr(promised, attr) != getattr(actual, attr):
             diffs.append(f"{attr} {getattr(actual, attr)} vs manifest {getattr(promised, attr)}")
     if promised.dtype == "int8" and actual.dtype == "int8":

@@ -18,11 +18,13 @@ from edgedistill.data.dataset import Preprocessing
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    shape: tuple[int, ...]  # batch dimension written as 1 (every artifact accepts any batch)
+    shape: tuple[int, ...]  # batch dimension written as 1
     layout: str  # "NHWC" | "NCHW" for images, "NC" for logits
     dtype: str  # "int8" | "float32"
     scale: float | None = None
     zero_point: int | None = None
+    # "dynamic": any batch size; an int: the only batch the model runs (feed that many at a time)
+    batch: str | int = "dynamic"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,8 +73,14 @@ class TFLiteModel:
         return TensorSpec(
             name=d["name"], shape=(1, *map(int, d["shape"][1:])), layout=layout,
             dtype=np.dtype(d["dtype"]).name, scale=float(scale) if quantized else None,
-            zero_point=int(zp) if quantized else None,
+            zero_point=int(zp) if quantized else None, batch=self.fixed_batch or "dynamic",
         )
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size baked into the model, or None when its batch dimension is dynamic."""
+        sig = self._in.get("shape_signature")
+        return None if sig is None or len(sig) == 0 or int(sig[0]) == -1 else int(self._in["shape"][0])
 
     @property
     def input_spec(self) -> TensorSpec:
@@ -106,6 +114,7 @@ class TFLiteModel:
 
     def run(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         outs = []
+        batch = self.fixed_batch or batch  # a fixed-batch model cannot be resized
         for i in range(0, len(x), batch):
             xb = x[i : i + batch]
             if self._batch != len(xb):
