@@ -23,7 +23,7 @@ inputs were dropped, so pass ``sample`` (a few hundred training inputs) to re-es
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -90,77 +90,71 @@ def _stage_channels(w: dict, stage: int, t_width: int, s_width: int, blocks: lis
     return top_k(score, s_width)
 
 
-def _init_resnet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
+def _init_staged(teacher: nn.Module, student: nn.Module, cp: _Copier, writers: tuple[str, ...], criterion: str,
+                 copy_block: Callable[[str, str, torch.Tensor, torch.Tensor], str | None]) -> dict:
+    """The stage walk the CNN families share: rank each stage's residual channels once (from the
+    stem and the kept blocks' ``writers`` convs), copy the stem, let ``copy_block(t, s, in_idx,
+    res_idx)`` copy one kept block (returning a note when something could not be copied), then
+    copy the head's columns of the last stage's kept channels."""
     ts, ss = teacher.spec, student.spec
     if len(ts.widths) != len(ss.widths):
         raise ValueError(f"teacher has {len(ts.widths)} stages, student {len(ss.widths)}: no stage mapping")
-    w = cp.src
-    report: dict[str, Any] = {"blocks": {}, "residual_channels": {}, "criterion": (
-        "stage residual channels: summed L1 norm of output filters of the stem / second convs / shortcuts; "
-        "block inner channels: L1 norm of the first conv's output filters")}
+    report: dict[str, Any] = {"blocks": {}, "residual_channels": {}, "criterion": criterion}
     prev_idx = None  # kept channels of the previous stage's residual space (stem output for stage 0)
     for i, (tw, sw) in enumerate(zip(ts.widths, ss.widths)):
         blocks = evenly_spaced(ts.depths[i], ss.depths[i])
         report["blocks"][f"stages.{i}"] = blocks
-        res_idx = _stage_channels(w, i, tw, sw, blocks, ("conv2", "shortcut"))
+        res_idx = _stage_channels(cp.src, i, tw, sw, blocks, writers)
         report["residual_channels"][f"stages.{i}"] = res_idx.tolist()
         if i == 0:
             cp.conv_bn("stem.0", "stem.0", res_idx, None)
             prev_idx = res_idx
         for sj, tj in enumerate(blocks):
-            t, s = f"stages.{i}.{tj}", f"stages.{i}.{sj}"
-            in_idx = prev_idx if sj == 0 else res_idx
-            inner = top_k(_l1_rows(w[f"{t}.conv1.0.weight"]), sw)
-            cp.conv_bn(f"{s}.conv1", f"{t}.conv1", inner, in_idx)
-            cp.conv_bn(f"{s}.conv2", f"{t}.conv2", res_idx, inner)
-            has_s = f"{s}.shortcut.0.weight" in cp.dst
-            has_t = f"{t}.shortcut.0.weight" in w
-            if has_s and has_t:
-                cp.conv_bn(f"{s}.shortcut", f"{t}.shortcut", res_idx, in_idx)
-            elif has_s:
-                report.setdefault("not_copied", []).append(f"{s}.shortcut (teacher block {tj} has an identity shortcut)")
+            note = copy_block(f"stages.{i}.{tj}", f"stages.{i}.{sj}", prev_idx if sj == 0 else res_idx, res_idx)
+            if note:
+                report.setdefault("not_copied", []).append(note)
         prev_idx = res_idx
     if ts.num_classes == ss.num_classes:
         cp.take("head.weight", "head.weight", None, prev_idx)
         cp.take("head.bias", "head.bias")
     return report
+
+
+def _init_resnet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
+    def copy_block(t: str, s: str, in_idx: torch.Tensor, res_idx: torch.Tensor) -> str | None:
+        inner = top_k(_l1_rows(cp.src[f"{t}.conv1.0.weight"]), len(res_idx))
+        cp.conv_bn(f"{s}.conv1", f"{t}.conv1", inner, in_idx)
+        cp.conv_bn(f"{s}.conv2", f"{t}.conv2", res_idx, inner)
+        has_s, has_t = f"{s}.shortcut.0.weight" in cp.dst, f"{t}.shortcut.0.weight" in cp.src
+        if has_s and has_t:
+            cp.conv_bn(f"{s}.shortcut", f"{t}.shortcut", res_idx, in_idx)
+        elif has_s:
+            return f"{s}.shortcut (teacher block {t.rsplit('.', 1)[1]} has an identity shortcut)"
+        return None
+
+    return _init_staged(teacher, student, cp, ("conv2", "shortcut"), (
+        "stage residual channels: summed L1 norm of output filters of the stem / second convs / shortcuts; "
+        "block inner channels: L1 norm of the first conv's output filters"), copy_block)
 
 
 def _init_mobilenet(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
     ts, ss = teacher.spec, student.spec
-    if len(ts.widths) != len(ss.widths):
-        raise ValueError(f"teacher has {len(ts.widths)} stages, student {len(ss.widths)}: no stage mapping")
     if (ts.expansion == 1) != (ss.expansion == 1):
         raise ValueError(f"teacher expansion {ts.expansion} and student expansion {ss.expansion}: one of them "
                          "has no expansion conv to copy")
-    w = cp.src
-    report: dict[str, Any] = {"blocks": {}, "residual_channels": {}, "criterion": (
+
+    def copy_block(t: str, s: str, in_idx: torch.Tensor, res_idx: torch.Tensor) -> None:
+        if ss.expansion == 1:
+            hidden = in_idx  # the depthwise conv reads the block's input channels
+        else:
+            hidden = top_k(_l1_rows(cp.src[f"{t}.expand.0.weight"]), cp.dst[f"{s}.expand.0.weight"].shape[0])
+            cp.conv_bn(f"{s}.expand", f"{t}.expand", hidden, in_idx)
+        cp.conv_bn(f"{s}.dw", f"{t}.dw", hidden, None)
+        cp.conv_bn(f"{s}.project", f"{t}.project", res_idx, hidden)
+
+    return _init_staged(teacher, student, cp, ("project",), (
         "stage residual channels: summed L1 norm of output filters of the stem / projection convs; "
-        "expanded channels: L1 norm of the expansion conv's output filters (depthwise filters follow)")}
-    prev_idx = None
-    for i, (tw, sw) in enumerate(zip(ts.widths, ss.widths)):
-        blocks = evenly_spaced(ts.depths[i], ss.depths[i])
-        report["blocks"][f"stages.{i}"] = blocks
-        res_idx = _stage_channels(w, i, tw, sw, blocks, ("project",))
-        report["residual_channels"][f"stages.{i}"] = res_idx.tolist()
-        if i == 0:
-            cp.conv_bn("stem.0", "stem.0", res_idx, None)
-            prev_idx = res_idx
-        for sj, tj in enumerate(blocks):
-            t, s = f"stages.{i}.{tj}", f"stages.{i}.{sj}"
-            in_idx = prev_idx if sj == 0 else res_idx
-            if ss.expansion == 1:
-                hidden = in_idx  # the depthwise conv reads the block's input channels
-            else:
-                hidden = top_k(_l1_rows(w[f"{t}.expand.0.weight"]), cp.dst[f"{s}.expand.0.weight"].shape[0])
-                cp.conv_bn(f"{s}.expand", f"{t}.expand", hidden, in_idx)
-            cp.conv_bn(f"{s}.dw", f"{t}.dw", hidden, None)
-            cp.conv_bn(f"{s}.project", f"{t}.project", res_idx, hidden)
-        prev_idx = res_idx
-    if ts.num_classes == ss.num_classes:
-        cp.take("head.weight", "head.weight", None, prev_idx)
-        cp.take("head.bias", "head.bias")
-    return report
+        "expanded channels: L1 norm of the expansion conv's output filters (depthwise filters follow)"), copy_block)
 
 
 def _init_vit(teacher: nn.Module, student: nn.Module, cp: _Copier) -> dict:
