@@ -112,3 +112,16 @@ def test_select_json_has_candidates_and_chosen(capsys):
         assert key in row
     assert doc["chosen"]["name"] in [c["name"] for c in doc["candidates"] if c["fits"]]
     assert doc["rule"].startswith("highest capacity")
+
+
+def test_select_outside_zoo_shows_the_inverted_residual_students_and_why(capsys):
+    from edgedistill.select.cli import select_command
+
+    code = select_command(target="android-arm64", json_out=True, max_latency_ms=None, max_size_kb=None,
+                          min_compression=10.0, calibration=None, outside_zoo=True)
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and "outside the zoo" in doc["note"]
+    assert {c["spec"]["family"] for c in doc["candidates"]} == {"mobilenet"}
+    # compression is judged against the built-in teacher's size, not the mobilenet base's
+    assert all(c["params"] * 10 <= 696_042 for c in doc["candidates"] if c["fits"])
+    assert doc["chosen"]["spec"]["family"] == "mobilenet"

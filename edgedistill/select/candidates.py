@@ -2,7 +2,8 @@
 
 Candidates keep the teacher's family and shrink it in proportion: fewer blocks per stage (resnet,
 mobilenet) or fewer layers (vit), and narrower channels (resnet, mobilenet) or a narrower embedding
-with proportionally fewer heads of the teacher's head width (vit). Each candidate gets, without exporting anything:
+with proportionally fewer heads of the teacher's head width (vit). Each candidate gets, without
+exporting anything:
 
 - size: a fully integer .tflite is int8 weights + int32 biases + the flatbuffer's fixed overhead,
   predicted from the parameter count (exact to a few percent for these graphs); fp32 is 4 bytes

@@ -15,8 +15,8 @@ Latency is linear in a few features of those kernels, one coefficient set per pr
 
 MACs are counted on XNNPACK's GEMM tiles (see ``GEMM_TILE``). A depthwise conv is not a GEMM (one
 filter per channel; XNNPACK runs it with its own micro-kernels over tiles of channels), so its MACs
-are counted per channel tile (``DW_CHANNEL_TILE``) and get their own coefficient. Attention scores get their own
-term because int8 batch-matmul and softmax run outside XNNPACK on LiteRT's builtin kernels.
+are counted per channel tile (``DW_CHANNEL_TILE``) and get their own coefficient. Attention scores
+get their own term because int8 batch-matmul and softmax run outside XNNPACK on LiteRT's builtin kernels.
 
 ``bytes_moved`` is weights plus every kernel's input and output activations at the precision's
 element size. Coefficients are fitted by non-negative least squares on relative error (each
