@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("family,methods", [("cnn", "scratch,kd"), ("vit", "scratch,attention")])
+@pytest.mark.parametrize("family,methods", [("cnn", "scratch,init,kd"), ("vit", "scratch,attention")])
 def test_bench_distill_json_has_the_promised_rows(family, methods):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_distill.py"), "--family", family, "--seeds", "2",

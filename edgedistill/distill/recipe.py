@@ -12,9 +12,10 @@ distilled-minus-scratch difference with its standard error (one test image is 0.
     none        teacher            labels only         10   98.27+-0.29   97.86+-0.56   +0.42 (0.16)
     none        teacher            kd T=4 + labels     20   98.72+-0.46   97.90+-0.46   +0.82 (0.11)  <- the recipe
 
-The recipe won on 18 of the 20 seeds at 1.06x scratch's wall time (``python scripts/bench_distill.py
---seeds 20 --methods scratch,kd`` prints that row; the others came from the same loop with the
-named changes). What it takes:
+The recipe won on 18 of the 20 seeds at 1.06x scratch's wall time. ``python scripts/bench_distill.py
+--seeds 20 --methods scratch,kd`` prints that row; ``--methods scratch,init`` the labels-only one;
+``--augment``, ``--no-init-from-teacher`` and ``--epochs 100`` the shift rows (which were measured
+with the same training loop in a separate sweep). What it takes:
 
 - the student starts from the teacher's weights where shapes allow (``init_from_teacher``,
   DistilBERT-style): worth +0.42 points by itself;
