@@ -12,7 +12,6 @@ reasoning: its ``sources[0]``); only the host coefficients they scale are taken 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -48,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         src = derived[0]
         per_mac = src["device_ms_per_mac"]["fp32"]
-        new = derive_latency_model(host, load_target(name), per_mac, src["int8_over_fp32"], src["citations"],
-                                   src["what"].split(_SUFFIX)[0])
         target = load_target(name)
+        new = derive_latency_model(host, target, per_mac, src["int8_over_fp32"], src["citations"],
+                                   src["what"].split(_SUFFIX)[0])
         changes = ", ".join(
             f"{p.describe()} {old.predict(p, PROBE_INPUT, target.precision, target.threads) * 1000:.1f} -> "
             f"{new.predict(p, PROBE_INPUT, target.precision, target.threads) * 1000:.1f} us"

@@ -124,3 +124,18 @@ def test_every_target_ships_a_calibration_file_whose_figures_name_their_source(t
             assert src.get("citations") and all(c.get("url") and c.get("numbers") for c in src["citations"])
     if model.sources[0]["kind"] == "measured":
         assert doc.get("records"), f"{path}: measured model without its records"
+
+
+@pytest.mark.parametrize("target", [t for t in available_targets() if t != "host"])
+def test_derived_calibrations_are_up_to_date_with_the_host_one(target):
+    """After recalibrating the host, `python scripts/derive_calibration.py` must be rerun: a derived
+    target scales the host's coefficients, and a stale file would predict from an old host model."""
+    from edgedistill.select.calibrate import derive_latency_model
+    from edgedistill.select.targets import load_target
+
+    model = load_latency_model(target)
+    src = next(s for s in model.sources if s["kind"] == "derived")
+    again = derive_latency_model(load_latency_model("host"), load_target(target), src["device_ms_per_mac"]["fp32"],
+                                 src["int8_over_fp32"], src["citations"], "")
+    for precision, coef in model.coefficients.items():
+        assert coef == pytest.approx(again.coefficients[precision], rel=1e-9), precision
