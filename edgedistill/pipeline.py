@@ -386,18 +386,18 @@ def _teacher(cfg: BuildConfig, data: ImageDataset, rep: Reporter) -> tuple[torch
 
 
 def _select(cfg, target, teacher, teacher_params, data, rep):
+    from edgedistill.export.tflite import fully_integer_problem
     from edgedistill.select.candidates import select_student, zoo_teacher_spec
 
     c, _, _ = data.input_shape_nchw
     teacher_spec, note = zoo_teacher_spec(teacher, c, data.num_classes)
     if note:
         rep.note(note)
-    if teacher_spec.family == "vit" and target.precision == "int8":
-        # Found by exporting one (see edgedistill/export/tflite.py): checked before any training.
+    problem = fully_integer_problem(teacher_spec) if target.precision == "int8" else ""
+    if problem:  # checked before any training: the students keep the teacher's family
         raise InputError(
-            f"the teacher is a zoo vision transformer, so its students would be too, and {target.name} ships a "
-            "fully integer model: litert-torch 0.10 quantizes a ViT's matmuls but leaves its LayerNorm, softmax "
-            "and GELU in float, which int8 verification refuses",
+            f"the teacher is a zoo {teacher_spec.family} model, so its students would be too, and {target.name} "
+            f"ships a fully integer model: {problem}",
             hint="distil into a CNN instead: pass the teacher as a factory whose class is not a zoo model "
                  "(it then gets inverted-residual students)",
         )

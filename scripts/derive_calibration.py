@@ -4,7 +4,7 @@
     python scripts/derive_calibration.py --check    # only print what would change
 
 Each derived file keeps its own cited figures (device ms per MAC, the int8/fp32 ratio, citations,
-reasoning: its ``sources[0]``); only the host coefficients they scale are taken afresh from
+reasoning: its ``derived`` source); only the host coefficients they scale are taken afresh from
 ``calibration/host.json`` (:func:`edgedistill.select.calibrate.derive_latency_model`). Run it after
 ``edgedistill calibrate --target host --write-repo`` so every target's model has the same features.
 """
@@ -27,8 +27,6 @@ from edgedistill.select.targets import available_targets, load_target  # noqa: E
 # Two students of the default build's size, to show what the re-derivation changes.
 PROBES = [ResNetSpec(1, 10, (12, 24, 48), (1, 1, 1)), MobileNetSpec(1, 10, (16, 32, 64), (1, 1, 1), 4)]
 PROBE_INPUT = (1, 8, 8)
-# derive_latency_model appends this sentence to the reasoning; strip it before deriving again
-_SUFFIX = " Host coefficients scaled by"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="print the changes, write nothing")
     args = ap.parse_args(argv)
     host = load_latency_model("host")
+    jobs = []  # every derived file is checked before any is rewritten
     for name in available_targets():
         path = calibration_path(name)
         if name == "host" or not path.is_file():
@@ -45,11 +44,16 @@ def main(argv: list[str] | None = None) -> int:
         if not derived:
             print(f"{name}: not derived (its figures are measured); left alone")
             continue
-        src = derived[0]
-        per_mac = src["device_ms_per_mac"]["fp32"]
+        missing = [k for k in ("device_ms_per_mac", "int8_over_fp32", "citations", "reasoning") if k not in derived[0]]
+        if missing:
+            print(f"{path}: its derived source lacks {', '.join(missing)}; cannot derive it again; nothing written",
+                  file=sys.stderr)
+            return 2
+        jobs.append((name, path, old, derived[0]))
+    for name, path, old, src in jobs:
         target = load_target(name)
-        new = derive_latency_model(host, target, per_mac, src["int8_over_fp32"], src["citations"],
-                                   src["what"].split(_SUFFIX)[0])
+        new = derive_latency_model(host, target, src["device_ms_per_mac"]["fp32"], src["int8_over_fp32"],
+                                   src["citations"], src["reasoning"])
         changes = ", ".join(
             f"{p.describe()} {old.predict(p, PROBE_INPUT, target.precision, target.threads) * 1000:.1f} -> "
             f"{new.predict(p, PROBE_INPUT, target.precision, target.threads) * 1000:.1f} us"

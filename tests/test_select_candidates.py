@@ -2,17 +2,13 @@
 
 import json
 
-import pytest
-
 from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.select.candidates import (
-    Candidate,
     evaluate_candidates,
     next_choice,
     shrink_specs,
-    spec_key,
     zoo_teacher_spec,
 )
 from edgedistill.select.latency_model import FEATURES, LatencyModel

@@ -22,7 +22,7 @@ import html
 from pathlib import Path
 
 from edgedistill.bundle import plots
-from edgedistill.bundle.report import describe_spec
+from edgedistill.bundle.report import describe_spec, selection_note
 
 
 def _e(x) -> str:
@@ -204,9 +204,9 @@ def _candidates_section(m: dict, extras: dict) -> str:
     note = f"{len(cands)} students shaped like the teacher were considered; \u2605 marks the chosen one"
     note += f" ({_e(rule)})." if rule else "."
     note += " Accuracy is the distilled fp32 student's on the test split; only trained candidates have one."
-    family_note = m.get("selection", {}).get("note", "")
+    family_note = selection_note(m)
     if family_note:
-        note += f" <b>{_e(family_note[0].upper() + family_note[1:])}.</b>"
+        note += f" <b>{_e(family_note)}</b>"
     return _section("Candidates", chart + table, note)
 
 

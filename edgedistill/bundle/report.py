@@ -64,10 +64,16 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     return "\n".join(lines)
 
 
-def _selection_note(manifest: dict) -> list[str]:
-    """Why the student's family is what it is, when it is not the teacher's (a teacher outside the zoo)."""
+def selection_note(manifest: dict) -> str:
+    """Why the student's family is what it is when it is not the teacher's (a teacher outside the
+    zoo), as a sentence; empty when there is nothing to say."""
     note = manifest.get("selection", {}).get("note", "")
-    return ["", note[0].upper() + note[1:] + "."] if note else []
+    return note[0].upper() + note[1:] + "." if note else ""
+
+
+def _selection_note(manifest: dict) -> list[str]:
+    note = selection_note(manifest)
+    return ["", note] if note else []
 
 
 def _budget_line(manifest: dict) -> str:

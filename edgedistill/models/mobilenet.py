@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from edgedistill.models.base import register_family
-from edgedistill.models.resnet import StagedCNN, conv_bn
+from edgedistill.models.resnet import StagedCNN, check_stages, conv_bn
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,9 @@ class MobileNetSpec:
     family: str = "mobilenet"
 
     def __post_init__(self) -> None:
-        if len(self.widths) != len(self.depths) or not self.widths:
-            raise ValueError(f"widths {self.widths} and depths {self.depths} must be non-empty and equal length")
-        if min(self.widths) < 1 or min(self.depths) < 1 or self.expansion < 1:
-            raise ValueError(f"widths, depths and expansion must be positive: {self}")
+        check_stages(self.widths, self.depths)
+        if self.expansion < 1:
+            raise ValueError(f"expansion must be positive: {self}")
 
     def describe(self) -> str:
         return (f"mobilenet w{'-'.join(map(str, self.widths))} d{'-'.join(map(str, self.depths))} "

@@ -25,13 +25,18 @@ class ResNetSpec:
     family: str = "resnet"
 
     def __post_init__(self) -> None:
-        if len(self.widths) != len(self.depths) or not self.widths:
-            raise ValueError(f"widths {self.widths} and depths {self.depths} must be non-empty and equal length")
-        if min(self.widths) < 1 or min(self.depths) < 1:
-            raise ValueError(f"widths and depths must be positive: {self.widths} {self.depths}")
+        check_stages(self.widths, self.depths)
 
     def describe(self) -> str:
         return f"resnet w{'-'.join(map(str, self.widths))} d{'-'.join(map(str, self.depths))}"
+
+
+def check_stages(widths: tuple[int, ...], depths: tuple[int, ...]) -> None:
+    """The stage shape every staged CNN spec needs: one positive width and depth per stage."""
+    if len(widths) != len(depths) or not widths:
+        raise ValueError(f"widths {widths} and depths {depths} must be non-empty and equal length")
+    if min(widths) < 1 or min(depths) < 1:
+        raise ValueError(f"widths and depths must be positive: {widths} {depths}")
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Sequential:

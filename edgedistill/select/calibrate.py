@@ -351,6 +351,7 @@ def derive_latency_model(host: LatencyModel, target: Target, fp32_ms_per_mac: fl
             "kind": "derived",
             "what": reasoning + f" Host coefficients scaled by {scales['fp32']:.3g} (fp32) and "
                     f"{scales['int8']:.3g} (int8). A scaled estimate, not a measurement.",
+            "reasoning": reasoning,  # on its own, so the file can be derived again from a new host model
             "device_ms_per_mac": {"fp32": fp32_ms_per_mac, "int8": fp32_ms_per_mac * int8_over_fp32},
             "int8_over_fp32": int8_over_fp32,
             "base": "calibration/host.json",
