@@ -3,6 +3,8 @@ Python user can make too). Errors the user can act on print one line and exit wi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
@@ -11,9 +13,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from edgedistill.jsonout import stdout_to_stderr
 from edgedistill.progress import console
 from rich.table import Table
 
@@ -26,8 +28,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: rich markup would read "[default: 40]" or "ssh://[user@]host" as tags and
+    # drop them, and its option table shows a "<bool>" type for every on/off flag.
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
 )
-targets_app = typer.Typer(help="List hardware targets, or show one.", invoke_without_command=True)
+targets_app = typer.Typer(help="List hardware targets, or show one.", invoke_without_command=True,
+                          rich_markup_mode=None)
 app.add_typer(targets_app, name="targets")
 
 
@@ -58,6 +65,7 @@ def build(
     std: Annotated[Optional[list[float]], typer.Option(help="Per-channel std of scaled pixels (repeat per channel).")] = None,
     image_size: Annotated[Optional[list[int]], typer.Option(help="Resize images to H W (give twice: --image-size 28 --image-size 28).")] = None,
     strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail on unreadable images instead of skipping them.")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Convert the images to 1 (grayscale) or 3 (RGB) channels [default: as the images are: 1 if all are grayscale, else 3].")] = None,
     distill: Annotated[Optional[str], typer.Option("--distill", help="Loss weights, e.g. kd=1.0,hint=0.5,attention=0.5,rkd=0.2,dist=1,ce=0.5,T=4 [default: the recipe's].")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Distillation epochs [default: 40].")] = None,
     teacher_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the built-in teacher [default: 30].")] = None,
@@ -73,6 +81,7 @@ def build(
     min_accuracy: Annotated[Optional[float], typer.Option(help="Gate: model.tflite test accuracy at least this fraction, e.g. 0.95 (exit 4).")] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Gate: model.tflite accuracy at most this far below the reference, e.g. 0.01 (exit 4).")] = None,
     drop_reference: Annotated[Optional[str], typer.Option(help="Reference of --max-accuracy-drop: fp32 (the distilled student) or teacher.")] = None,
+    min_teacher_accuracy: Annotated[Optional[float], typer.Option(help="Gate: the teacher's validation accuracy at least this fraction, e.g. 0.5; checked before training (exit 4).")] = None,
     max_rounds: Annotated[Optional[int], typer.Option(min=1, help="Measure/re-choose rounds when the measured latency misses the budget [default: 3].")] = None,
     init_from_teacher: Annotated[Optional[bool], typer.Option("--init-from-teacher/--no-init-from-teacher", help="Start the student from the teacher's weights where shapes allow [default: on].")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout, also when the build stops early.")] = False,
@@ -88,7 +97,7 @@ def build(
         "target": target,
         "out": str(out) if out else None, "run_dir": str(run_dir) if run_dir else None, "seed": seed,
         "data": str(data) if data else None, "teacher": teacher, "weights": str(weights) if weights else None,
-        "mean": mean, "std": std, "image_size": image_size, "strict": strict, "loss": distill, "epochs": epochs,
+        "mean": mean, "std": std, "image_size": image_size, "channels": channels, "strict": strict, "loss": distill, "epochs": epochs,
         "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
         "augment": augment, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
@@ -97,6 +106,7 @@ def build(
         "gate_max_latency_ms": max_latency_ms, "gate_max_size_kb": max_size_kb,
         "gate_min_accuracy": min_accuracy, "gate_max_accuracy_drop": max_accuracy_drop,
         "gate_drop_reference": drop_reference, "max_rounds": max_rounds, "init_from_teacher": init_from_teacher,
+        "gate_min_teacher_accuracy": min_teacher_accuracy,
     }
 
     def resolved():
@@ -108,9 +118,11 @@ def build(
         return
     from edgedistill.gates import status_for, summary_json
 
-    # With --json, stdout always carries one summary document, whatever stops the build.
+    # With --json, stdout always carries one summary document, whatever stops the build, and
+    # nothing else: what the libraries print meanwhile goes to stderr.
     try:
-        result = run_build(resolved(), Reporter(quiet=quiet))
+        with stdout_to_stderr():
+            result = run_build(resolved(), Reporter(quiet=quiet))
     except EdgeDistillError as exc:
         summary = summary_json(status_for(exc.exit_code), getattr(exc, "results", []), exc.exit_code,
                                exc.message, getattr(exc, "manifest", None), None)
@@ -152,7 +164,8 @@ def targets_show(
     """Print one target's profile."""
     from edgedistill.select.targets import load_target
 
-    t = load_target(name)
+    with stdout_to_stderr(json_out):
+        t = load_target(name)
     if json_out:
         print(json.dumps(t.to_dict(), indent=2))
     else:
@@ -168,7 +181,15 @@ def verify(
     """Re-check a release bundle: every hash, every artifact loads, parity on the stored sample."""
     from edgedistill.verify.bundle import verify_command
 
-    raise typer.Exit(verify_command(bundle, json_out))
+    if not json_out:
+        raise typer.Exit(verify_command(bundle, json_out))
+    # verify_command prints its JSON report itself: collect what it prints, send what the runtimes
+    # print natively meanwhile to stderr, then write the report to stdout alone.
+    report = io.StringIO()
+    with stdout_to_stderr(), contextlib.redirect_stdout(report):
+        code = verify_command(bundle, json_out)
+    sys.stdout.write(report.getvalue())
+    raise typer.Exit(code)
 
 
 def _mount_subsystem_commands() -> None:
@@ -213,7 +234,8 @@ def _quiet_torch() -> None:
 
 def main() -> None:
     _quiet_libraries()
-    err = Console(stderr=True)
+    # As wide as the progress console when piped (CI logs); soft_wrap below: never wrapped at all.
+    err = console(stderr=True)
     try:
         # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
         code = app(standalone_mode=False)
@@ -221,7 +243,8 @@ def main() -> None:
     except EdgeDistillError as exc:
         # The message quotes file names and library errors: never let rich read them as markup.
         err.print(f"[bold red]error:[/] {escape(exc.message)}"
-                  + (f"\n[bold]what to do:[/] {escape(exc.hint)}" if exc.hint else ""), highlight=False)
+                  + (f"\n[bold]what to do:[/] {escape(exc.hint)}" if exc.hint else ""), highlight=False,
+                  soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume")

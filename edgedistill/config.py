@@ -30,6 +30,7 @@ class BuildConfig:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     image_size: list[int] = field(default_factory=list)
+    channels: int | None = None  # 1 or 3 converts the images to grayscale / RGB; None keeps what they are
     strict: bool = False
     # training
     loss: str = ""  # empty: the default recipe's loss (edgedistill/distill/recipe.py)
@@ -39,8 +40,8 @@ class BuildConfig:
     batch_size: int = 64
     lr: float = 3e-3
     augment: bool | None = None  # None: the default recipe's choice
-    assistant_ratio: float = 50.0
-    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow  # teacher/student parameter ratio above which assistants bridge the gap
+    assistant_ratio: float = 50.0  # teacher/student parameter ratio above which assistants bridge the gap
+    init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow
     scratch_baseline: bool = True
     device: str = "auto"
     min_compression: float = 10.0  # student must have this many times fewer parameters
@@ -54,6 +55,7 @@ class BuildConfig:
     gate_drop_reference: str = "fp32"  # "fp32" (the distilled student) | "teacher"
     gate_max_latency_ms: float | None = None
     gate_max_size_kb: float | None = None
+    gate_min_teacher_accuracy: float | None = None  # on the validation split, before any training
     # benchmarking
     bench_device: str = ""  # default: the target's default device, else this host
     bench_warmup: int = 20
@@ -70,6 +72,31 @@ class BuildConfig:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(BuildConfig)}
 
+# A config file may use the flags' own names (``distill = "kd=1"``, ``min-accuracy = 0.9``): each
+# alias maps onto the field the flag sets. Hyphens and underscores are interchangeable.
+FLAG_ALIASES = {
+    "distill": "loss",
+    "scratch": "scratch_baseline",
+    "min_accuracy": "gate_min_accuracy",
+    "max_accuracy_drop": "gate_max_accuracy_drop",
+    "drop_reference": "gate_drop_reference",
+    "min_teacher_accuracy": "gate_min_teacher_accuracy",
+}
+# A budget flag is also a gate on the measured result; so is the same key in a config file.
+BUDGET_GATES = {"max_latency_ms": "gate_max_latency_ms", "max_size_kb": "gate_max_size_kb"}
+
+
+def canonical_keys(section: dict, where: str) -> dict:
+    """Map flag-style keys onto field names; two spellings of one setting are an error."""
+    out: dict = {}
+    for key, value in section.items():
+        name = str(key).replace("-", "_")
+        name = FLAG_ALIASES.get(name, name)
+        if name in out:
+            raise InputError(f"{where}: {key!r} sets {name} a second time")
+        out[name] = value
+    return out
+
 
 def load_config_file(path: Path) -> dict:
     """Read ``[build]`` (or top-level keys) of a TOML file; unknown keys are an error, not ignored."""
@@ -82,12 +109,17 @@ def load_config_file(path: Path) -> dict:
     section = raw.get("build", raw)
     if not isinstance(section, dict):
         raise InputError(f"config file {path}: [build] must be a table of settings, got {section!r}")
+    section = canonical_keys(section, f"config file {path}")
     unknown = sorted(set(section) - set(_FIELDS))
     if unknown:
         raise InputError(
             f"config file {path}: unknown key(s) {', '.join(unknown)}",
-            hint=f"valid keys: {', '.join(sorted(_FIELDS))}",
+            hint=f"valid keys: the build flags' names ({', '.join(sorted(FLAG_ALIASES))}, ...) or "
+                 f"{', '.join(sorted(_FIELDS))}",
         )
+    for budget, gate in BUDGET_GATES.items():
+        if budget in section and gate not in section:
+            section[gate] = section[budget]
     return dict(section)
 
 
@@ -102,6 +134,8 @@ def resolve_config(file_values: dict, flag_values: dict) -> BuildConfig:
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}
+_CHOICES = {"channels": (1, 3)}
+_FRACTIONS = ("gate_min_accuracy", "gate_max_accuracy_drop", "gate_min_teacher_accuracy")
 _POSITIVE = ("epochs", "teacher_epochs", "qat_epochs", "batch_size", "bench_runs", "max_rounds",
              "calibration_per_class", "lr", "min_compression", "assistant_ratio")
 
@@ -126,6 +160,10 @@ def _check_types(cfg: BuildConfig) -> None:
             problems.append(f"{f.name} = {value!r} (expected {expected.__name__})")
         elif f.name in _POSITIVE and value <= 0:
             problems.append(f"{f.name} = {value!r} (must be > 0)")
+        elif f.name in _FRACTIONS and not 0.0 <= value <= 1.0:
+            problems.append(f"{f.name} = {value!r} (a fraction in [0, 1]: write 95% as 0.95)")
+        elif f.name in _CHOICES and value not in _CHOICES[f.name]:
+            problems.append(f"{f.name} = {value!r} (expected one of {', '.join(map(str, _CHOICES[f.name]))})")
         elif f.name == "bench_warmup" and value < 0:
             problems.append(f"{f.name} = {value!r} (must be >= 0)")
     if cfg.gate_drop_reference not in ("fp32", "teacher"):

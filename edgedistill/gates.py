@@ -76,7 +76,7 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class GateResult:
-    name: str  # "min_accuracy" | "max_accuracy_drop" | "max_latency_ms" | "max_size_kb"
+    name: str  # "min_accuracy" | "max_accuracy_drop" | "max_latency_ms" | "max_size_kb" | "min_teacher_accuracy"
     passed: bool
     measured: float | None
     required: float
@@ -91,13 +91,13 @@ class GateFailed(GateError):
     """One or more gates failed; ``results`` holds every gate evaluated and ``manifest`` the manifest
     they were evaluated on (the bundle that was not written), for the --json summary."""
 
-    def __init__(self, results: list[GateResult], manifest: dict | None = None) -> None:
+    def __init__(self, results: list[GateResult], manifest: dict | None = None, hint: str | None = None) -> None:
         self.results = results
         self.manifest = manifest
         failed = [r for r in results if not r.passed]
         super().__init__(
             "gate failed, the bundle was not written: " + "; ".join(r.reason for r in failed),
-            hint="the run directory keeps every artifact; relax the gate or improve the model and rerun",
+            hint=hint or "the run directory keeps every artifact; relax the gate or improve the model and rerun",
         )
 
 
@@ -168,6 +168,24 @@ def check_gates(manifest: dict, cfg: GateConfig) -> list[GateResult]:
     if any(not r.passed for r in results):
         raise GateFailed(results, manifest)
     return results
+
+
+def check_teacher_gate(val_accuracy: float, required: float) -> GateResult:
+    """``--min-teacher-accuracy``: checked right after the teacher stage, before any training, since
+    a student cannot be better than a teacher that never learned the task. Raises GateFailed."""
+    if not 0.0 <= required <= 1.0:
+        raise InputError(f"min_teacher_accuracy {required:g} is not a fraction in [0, 1]",
+                         hint="write 50% as 0.5")
+    ok = val_accuracy >= required
+    result = GateResult(
+        "min_teacher_accuracy", ok, val_accuracy, required,
+        f"teacher validation accuracy {_pct(val_accuracy)} {'>=' if ok else '<'} required {_pct(required)}",
+        "fraction",
+    )
+    if not ok:
+        raise GateFailed([result], hint="nothing was trained; check the teacher's weights and the data's "
+                                        "preprocessing (--mean/--std), or relax --min-teacher-accuracy")
+    return result
 
 
 def summary_json(

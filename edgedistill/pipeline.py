@@ -30,6 +30,7 @@ from edgedistill.models import count_parameters, create_model, spec_from_dict, s
 from edgedistill.progress import Reporter
 from edgedistill.rundir import RunDir, stable_hash
 from edgedistill.gates import GateConfig, check_gates
+from edgedistill.select.latency_model import latency_model_for
 from edgedistill.select.targets import Target, load_target
 
 ARTIFACTS = ("model.tflite", "model_fp32.tflite", "model.onnx", "model_int8.onnx")
@@ -68,6 +69,7 @@ class BuildResult:
     loss: str = ""  # the resolved distillation loss
     augment: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # said loudly during the build; kept in manifest and report
     bundle_dir: Path | None = None
     run_dir: Path | None = None
 
@@ -182,12 +184,21 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     rep = rep or Reporter()
     started = time.perf_counter()
     target = load_target(cfg.target).with_budgets(cfg.max_latency_ms, cfg.max_size_kb)
+    latency_model_for(target)  # a target with no usable calibration is refused here, before any work
     out_root = Path(cfg.out)
     check_writable(out_root)
     weights = parse_loss_weights(cfg.loss) if cfg.loss else dataclasses.replace(DEFAULT_LOSS)
     gate_cfg = GateConfig.from_build_config(cfg)
     rd = RunDir(cfg.run_path())
     torch.manual_seed(cfg.seed)
+    warnings: list[str] = []
+
+    def warn(message: str) -> None:
+        warnings.append(message)
+        rep.warn(message)
+
+    # A user's teacher is checked (file, factory, weights) before a large dataset is read.
+    loaded_teacher = _load_user_teacher(cfg)
 
     # --- data ----------------------------------------------------------------------------
     rep.stage("data", "loading" + (f" {cfg.data}" if cfg.data else " the built-in digits (scikit-learn)"))
@@ -195,11 +206,14 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     fingerprint = data.fingerprint()
     rep.note(f"{data.name}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
              f"{data.num_classes} classes, images {data.image_shape}")
+    for line in data.load_report.lines():  # skipped unreadable files, resized images
+        rep.warn(line)
 
     # --- teacher -------------------------------------------------------------------------
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
-    teacher, teacher_info = _teacher(cfg, data, rep)
+    teacher, teacher_info = _teacher(cfg, data, rep, loaded_teacher)
     teacher_params = count_parameters(teacher)
+    teacher_gate = _check_teacher(cfg, teacher_info, data, warn)
 
     # --- select --------------------------------------------------------------------------
     rep.stage("select", f"student for {target.name}: >= {cfg.min_compression:g}x smaller, within "
@@ -243,6 +257,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
             hint="raise --max-latency-ms or --max-rounds, or benchmark on a quieter device",
         )
     student = r["student"]
+    _check_student(r["student_model"], student, data, warn)
 
     scratch = None
     if cfg.scratch_baseline:
@@ -256,12 +271,12 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
         target=target, config=cfg, data=data, teacher=teacher_info, selection=selection.to_dict(),
         student=student, scratch=scratch, qat=r["qat"], export=r["export"], verification=r["verification"],
         benchmarks=r["benchmarks"], run_dir=rd.path, loss=weights.to_str(), augment=train_cfg.augment,
-        feedback_rounds=rounds,
+        feedback_rounds=rounds, warnings=warnings, gates=[teacher_gate] if teacher_gate else [],
     )
     # --- gates: the measured result against the release's requirements --------------------
     if gate_cfg.any:
         rep.stage("gates", "checking the measured result")
-        result.gates = check_gates(_preview_manifest(result), gate_cfg)  # raises GateFailed (exit 4)
+        result.gates += check_gates(_preview_manifest(result), gate_cfg)  # raises GateFailed (exit 4)
         for g in result.gates:
             rep.note(g.reason)
     # --- bundle ----------------------------------------------------------------------------
@@ -299,11 +314,18 @@ def _student_round(rd, cfg, target, data, teacher, teacher_info, fingerprint, ca
     verification = _verify(data, qat, export)
     for v in verification:
         rep.note(f"{v['file']:<18} acc {v['accuracy']:.4f}  agreement {v['agreement']:.4f} vs {v['reference']}")
-    rep.stage("bench", f"{len(ARTIFACTS)} artifacts on {device} ({target.threads} threads, "
+    rep.stage("bench", f"{len(ARTIFACTS)} artifacts on {device} ({_bench_threads_word(target, device)}, "
               f"{cfg.bench_warmup} warm-up + {cfg.bench_runs} runs)")
     benchmarks = _bench(cfg, target, device, qat, export, candidate, data, rep)
     return {"student": student, "student_model": student_model, "qat": qat, "export": export,
             "verification": verification, "benchmarks": benchmarks, "inputs": inputs}
+
+
+def _bench_threads_word(target: Target, device: str) -> str:
+    from edgedistill.bench.threads import bench_threads
+
+    t = bench_threads(target.threads, device)
+    return f"{t.threads} threads" + (f", capped from the target's {t.requested} to this host's cores" if t.capped else "")
 
 
 def _next_candidate(target, selection, measured, budget, rounds, rep):
@@ -343,7 +365,7 @@ def _preview_manifest(result: "BuildResult") -> dict:
 def _load_data(cfg: BuildConfig) -> ImageDataset:
     if not cfg.data:
         ignored = [flag for flag, value in (("--mean", cfg.mean), ("--std", cfg.std), ("--image-size", cfg.image_size),
-                                            ("--strict", cfg.strict)) if value]
+                                            ("--strict", cfg.strict), ("--channels", cfg.channels)) if value]
         if ignored:
             raise InputError(f"{', '.join(ignored)} only apply to --data; the built-in digits have fixed preprocessing",
                              hint="give --data PATH, or drop those options")
@@ -357,24 +379,38 @@ def _load_data(cfg: BuildConfig) -> ImageDataset:
         mean=cfg.mean or None,
         std=cfg.std or None,
         image_size=tuple(cfg.image_size) if cfg.image_size else None,
+        channels=cfg.channels,
         split_seed=cfg.seed,
         strict=cfg.strict,
     )
 
 
-def _teacher(cfg: BuildConfig, data: ImageDataset, rep: Reporter) -> tuple[torch.nn.Module, dict]:
-    x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
-    if cfg.teacher:
-        from edgedistill.teacher.load import infer_io, load_teacher
+def _load_user_teacher(cfg: BuildConfig):
+    """The user's teacher (``--teacher``/``--weights``) loaded, or None for the built-in one."""
+    if not cfg.teacher:
+        if cfg.weights:
+            raise InputError("--weights only applies to --teacher (a factory's weights)",
+                             hint="give --teacher FILE.py:FUNCTION, or drop --weights")
+        return None
+    from edgedistill.teacher.load import load_teacher
 
-        loaded = load_teacher(cfg.teacher, Path(cfg.weights) if cfg.weights else None)
+    return load_teacher(cfg.teacher, Path(cfg.weights) if cfg.weights else None)
+
+
+def _teacher(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None) -> tuple[torch.nn.Module, dict]:
+    x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
+    if loaded is not None:
+        from edgedistill.teacher.load import infer_io
+
         infer_io(loaded, data)
         module = loaded.module.eval()
         acc = evaluate(module, x_test, y_test)
-        rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}")
+        val_acc = evaluate(module, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
+        rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "
+                 f"validation {val_acc:.4f}")
         key = stable_hash(loaded.source)
         return module, {"key": key, "params": count_parameters(module), "test_acc": acc,
-                        "val_acc": None, "source": loaded.source, "cached": False,
+                        "val_acc": val_acc, "source": loaded.source, "cached": False,
                         "spec": spec_to_dict(module.spec) if hasattr(module, "spec") else None}
     from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN, builtin_teacher
 
@@ -383,6 +419,38 @@ def _teacher(cfg: BuildConfig, data: ImageDataset, rep: Reporter) -> tuple[torch
     rep.note(("reused cached" if info.cached else "trained") + f" teacher: {info.params:,} params, "
              f"test accuracy {info.test_acc:.4f} ({info.source['cache']})")
     return module, {**dataclasses.asdict(info), "key": info.source["key"]}
+
+
+def _check_teacher(cfg: BuildConfig, teacher_info: dict, data: ImageDataset, warn):
+    """Say loudly when the teacher is at chance on the validation split (a student distilled from
+    it learns nothing, yet every later check would pass), and apply --min-teacher-accuracy."""
+    from edgedistill.gates import check_teacher_gate
+    from edgedistill.quality import chance_check
+
+    val_acc = teacher_info.get("val_acc")
+    if val_acc is None:
+        return None
+    check = chance_check(val_acc, data.val.labels)
+    if check.near_chance:
+        warn(f"the teacher is at chance: {100 * val_acc:.1f}% on the validation split ({check.n} images) "
+             f"against {100 * check.chance:.1f}% for always answering the commonest class; a student "
+             "distilled from it learns nothing (untrained weights, the wrong --weights, or other "
+             "preprocessing than it was trained with: check --mean/--std)")
+    if cfg.gate_min_teacher_accuracy is None:
+        return None
+    return check_teacher_gate(val_acc, cfg.gate_min_teacher_accuracy)  # raises GateFailed (exit 4)
+
+
+def _check_student(model: torch.nn.Module, student: StudentResult, data: ImageDataset, warn) -> None:
+    """Say loudly when the distilled student answers (almost) one class: top-1 agreement between
+    its artifacts is then 100% and means nothing."""
+    from edgedistill.quality import collapse_check
+
+    pred = predict_logits(model, torch.from_numpy(data.inputs("test"))).argmax(1).numpy()
+    check = collapse_check(pred, data.num_classes)
+    if check.collapsed:
+        warn(f"the distilled student has collapsed: on the test split it {check.describe()}, at "
+             f"{100 * student.test_acc:.1f}% accuracy; its artifacts' agreement says nothing about quality")
 
 
 def _select(cfg, target, teacher, teacher_params, data, rep):
@@ -502,11 +570,16 @@ def _verify(data, qat, export) -> list[dict]:
 def _bench(cfg, target, device, qat, export, candidate, data, rep) -> dict[str, dict]:
     from edgedistill.bench import LatencyStore, bench_model
 
+    from edgedistill.bench.threads import bench_threads
+
     results = {}
     store = LatencyStore()
+    threads = bench_threads(target.threads, device)
+    if threads.capped:
+        rep.note(threads.note())
     for name, path in _artifact_paths(qat, export).items():
         delegate = target.delegate if path.suffix == ".tflite" else "cpu"
-        m = bench_model(path, device, threads=target.threads, delegate=delegate,
+        m = bench_model(path, device, threads=threads.threads, delegate=delegate,
                         warmup=cfg.bench_warmup, runs=cfg.bench_runs)
         # What the latency model needs to refit from this measurement.
         m.extra.update(spec=spec_to_dict(candidate.spec), input_shape=list(data.input_shape_nchw),

@@ -34,47 +34,50 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("build_args", nargs="*", help="extra arguments for edgedistill build (after --)")
     args = parser.parse_args()
+    # The build and the libraries print as they go; with --json stdout carries the summary alone.
+    from edgedistill.jsonout import stdout_to_stderr
 
-    import torch
-    from safetensors.torch import save_file
+    with stdout_to_stderr(args.json):
+        import torch
+        from safetensors.torch import save_file
 
-    from edgedistill.data.load import load_dataset
-    from edgedistill.distill.trainer import TrainConfig, evaluate, train
-    from example_teacher import build as build_teacher
-    from make_imagefolder import make_imagefolder
+        from edgedistill.data.load import load_dataset
+        from edgedistill.distill.trainer import TrainConfig, evaluate, train
+        from example_teacher import build as build_teacher
+        from make_imagefolder import make_imagefolder
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="edgedistill-byo-"))
-    data_dir = work / "digits28"
-    if not data_dir.exists():
-        make_imagefolder(data_dir, n=args.n, size=28, seed=0)
-    data = load_dataset(data_dir)
-    print(f"data: {data_dir} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)", file=sys.stderr)
+        work = args.workdir or Path(tempfile.mkdtemp(prefix="edgedistill-byo-"))
+        data_dir = work / "digits28"
+        if not data_dir.exists():
+            make_imagefolder(data_dir, n=args.n, size=28, seed=0)
+        data = load_dataset(data_dir)
+        print(f"data: {data_dir} ({len(data.train)} train / {len(data.val)} val / {len(data.test)} test)", file=sys.stderr)
 
-    weights = work / "teacher.safetensors"
-    if not weights.exists():
-        torch.manual_seed(0)
-        teacher = build_teacher()
+        weights = work / "teacher.safetensors"
+        if not weights.exists():
+            torch.manual_seed(0)
+            teacher = build_teacher()
+            t0 = time.perf_counter()
+            train(teacher, data, TrainConfig(epochs=args.teacher_epochs, augment=False))
+            acc = evaluate(teacher, torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels))
+            save_file(teacher.state_dict(), str(weights))
+            print(f"teacher trained in {time.perf_counter() - t0:.0f}s, test accuracy {acc:.4f}", file=sys.stderr)
+
+        cmd = [sys.executable, "-m", "edgedistill.cli", "build", "--target", args.target,
+               "--data", str(data_dir), "--teacher", f"{HERE / 'example_teacher.py'}:build", "--weights", str(weights),
+               "--out", str(work / "dist"), "--run-dir", str(work / "run"), *args.build_args]
         t0 = time.perf_counter()
-        train(teacher, data, TrainConfig(epochs=args.teacher_epochs, augment=False))
-        acc = evaluate(teacher, torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels))
-        save_file(teacher.state_dict(), str(weights))
-        print(f"teacher trained in {time.perf_counter() - t0:.0f}s, test accuracy {acc:.4f}", file=sys.stderr)
-
-    cmd = [sys.executable, "-m", "edgedistill.cli", "build", "--target", args.target,
-           "--data", str(data_dir), "--teacher", f"{HERE / 'example_teacher.py'}:build", "--weights", str(weights),
-           "--out", str(work / "dist"), "--run-dir", str(work / "run"), *args.build_args]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env={**os.environ, "EDGEDISTILL_CACHE": str(work / "cache")})
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        print(f"build failed with exit code {proc.returncode}", file=sys.stderr)
-        return proc.returncode
-    manifest = json.loads((work / "dist" / args.target / "manifest.json").read_text())
-    rows = [{"artifact": name, "accuracy": a["accuracy"], "agreement": a["agreement"],
-             "median_ms": a["latency"]["median_ms"]} for name, a in manifest["artifacts"].items()]
-    summary = {"build_wall_s": round(wall, 1), "images": len(data.train) + len(data.val) + len(data.test),
-               "teacher_params": manifest["teacher"]["params"], "teacher_test_accuracy": manifest["teacher"]["test_accuracy"],
-               "student_params": manifest["student"]["params"], "artifacts": rows}
+        proc = subprocess.run(cmd, env={**os.environ, "EDGEDISTILL_CACHE": str(work / "cache")})
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"build failed with exit code {proc.returncode}", file=sys.stderr)
+            return proc.returncode
+        manifest = json.loads((work / "dist" / args.target / "manifest.json").read_text())
+        rows = [{"artifact": name, "accuracy": a["accuracy"], "agreement": a["agreement"],
+                 "median_ms": a["latency"]["median_ms"]} for name, a in manifest["artifacts"].items()]
+        summary = {"build_wall_s": round(wall, 1), "images": len(data.train) + len(data.val) + len(data.test),
+                   "teacher_params": manifest["teacher"]["params"], "teacher_test_accuracy": manifest["teacher"]["test_accuracy"],
+                   "student_params": manifest["student"]["params"], "artifacts": rows}
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0

@@ -44,6 +44,7 @@ from edgedistill.models.resnet import ResNetSpec  # noqa: E402
 from edgedistill.models.vit import ViTSpec  # noqa: E402
 from edgedistill.select.init_from_teacher import init_student_from_teacher  # noqa: E402
 from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN  # noqa: E402
+from edgedistill.jsonout import stdout_to_stderr  # noqa: E402
 
 METHODS = ["teacher", "scratch", "kd", "hint", "attention", "rkd", "combined", "assistant"]
 # On request only (--methods): labels alone from the teacher's weights, to separate what the
@@ -81,21 +82,8 @@ def method_weights(method: str, base: LossWeights) -> LossWeights | None:
     return dataclasses.replace(base, **extra)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the recipe's)")
-    ap.add_argument("--teacher-epochs", type=int, default=None, help="default: the family's")
-    ap.add_argument("--family", choices=["cnn", "vit"], default="cnn")
-    ap.add_argument("--methods", default=",".join(METHODS[1:]), help="comma-separated subset")
-    ap.add_argument("--json", action="store_true", help="print only a JSON list of rows")
-    ap.add_argument("--init-from-teacher", action=argparse.BooleanOptionalAction, default=DEFAULT_INIT_FROM_TEACHER,
-                    help="distilled students start from the teacher's weights [default: the recipe's]")
-    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                    help="shift augmentation for every student [default: the recipe's]")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads; 1 suits these tiny models and keeps timings steady on a shared box")
-    args = ap.parse_args(argv)
+def _run(args: argparse.Namespace, ap: argparse.ArgumentParser):
+    """Train the teacher and every method's students; the rows, the student config and the data."""
     torch.set_num_threads(args.threads)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (lambda *a: print(*a, flush=True))
     if not args.json:
@@ -174,6 +162,29 @@ def main(argv: list[str] | None = None) -> int:
         if scratch and r["method"] not in ("scratch", "teacher"):
             r["diff_vs_scratch"], r["diff_se"] = paired(r["accs"], scratch["accs"])
             r["seeds_won"] = sum(a > b for a, b in zip(r["accs"], scratch["accs"]))
+    return rows, cfg, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=None, help="student epochs (default: the recipe's)")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help="default: the family's")
+    ap.add_argument("--family", choices=["cnn", "vit"], default="cnn")
+    ap.add_argument("--methods", default=",".join(METHODS[1:]), help="comma-separated subset")
+    ap.add_argument("--json", action="store_true", help="print only a JSON list of rows")
+    ap.add_argument("--init-from-teacher", action=argparse.BooleanOptionalAction, default=DEFAULT_INIT_FROM_TEACHER,
+                    help="distilled students start from the teacher's weights [default: the recipe's]")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                    help="shift augmentation for every student [default: the recipe's]")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads; 1 suits these tiny models and keeps timings steady on a shared box")
+    args = ap.parse_args(argv)
+    # Training and the libraries print as they go; with --json stdout carries the rows alone.
+    with stdout_to_stderr(args.json):
+        rows, cfg, data = _run(args, ap)
+    scratch = next((r for r in rows if r["method"] == "scratch"), None)
+    kd = next((r for r in rows if r["method"] == "kd"), None)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

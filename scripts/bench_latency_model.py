@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgedistill.bench import LatencyStore
+    from edgedistill.jsonout import stdout_to_stderr
     from edgedistill.select.calibrate import CALIBRATION_INPUT, calibration_specs, measured_records
     from edgedistill.select.latency_model import LatencyModel
     from edgedistill.select.targets import load_target
@@ -57,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     say = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
     command = f"python scripts/bench_latency_model.py --target {target.name}"
-    records = measured_records(calibration_specs(), CALIBRATION_INPUT, (precision,), target.threads,
-                               runs=args.runs, workers=args.workers, store=LatencyStore(), command=command,
-                               progress=say)
+    # The converters print progress on stdout (natively too); with --json it carries the JSON alone.
+    with stdout_to_stderr(args.json):
+        records = measured_records(calibration_specs(), CALIBRATION_INPUT, (precision,), target.threads,
+                                   runs=args.runs, workers=args.workers, store=LatencyStore(), command=command,
+                                   progress=say)
     fit, test = split_fit_test(records, args.n_fit)
     model = LatencyModel(target.name, target.runtime, target.threads).fit(fit)
     rows = []

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="print the changes, write nothing")
     args = ap.parse_args(argv)
-    host = load_latency_model("host")
+    # The repository's host.json, not a user's own in the cache (find_calibration's first choice).
+    host = load_latency_model("host", calibration_path("host"))
     jobs = []  # every derived file is checked before any is rewritten
     for name in available_targets():
         path = calibration_path(name)

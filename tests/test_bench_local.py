@@ -123,10 +123,11 @@ def test_bad_inputs_say_which_file_or_option(models, tmp_path):
         bench_model(models.tflite_dynamic, delegate="gpu", runs=1)
 
 
-def test_broken_model_is_a_device_error_naming_the_file(tmp_path):
+def test_broken_model_is_an_input_error_naming_the_file(tmp_path):
+    # A file the runtime cannot load is bad input (exit 2), not a failing device (issue 14, item 7).
     broken = tmp_path / "broken.tflite"
     broken.write_bytes(b"not a flatbuffer")
-    with pytest.raises(DeviceError, match="broken.tflite"):
+    with pytest.raises(InputError, match="broken.tflite"):
         bench_model(broken, runs=1)
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_timeouts import CLI_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +16,7 @@ def test_bench_distill_json_has_the_promised_rows(family, methods):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_distill.py"), "--family", family, "--seeds", "2",
          "--epochs", "1", "--teacher-epochs", "1", "--methods", methods, "--json"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_timeouts import CLI_TIMEOUT_S
 
 TINY = ["--epochs", "2", "--teacher-epochs", "2", "--qat-epochs", "1", "--bench-runs", "5", "--no-scratch"]
 BUNDLE_FILES = {"model.tflite", "model_fp32.tflite", "model.onnx", "model_int8.onnx", "labels.txt",
                 "manifest.json", "report.md", "report.html", "config.json", "verification_sample.npz"}
 
 
-def run_cli(args: list[str], env: dict, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], env: dict, cwd: Path, timeout: int = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "edgedistill.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
         timeout=timeout,
@@ -114,6 +115,23 @@ def test_manifest_records_metrics_versions_and_host_latency(built):
     assert m["artifacts"]["model.tflite"]["agreement"] >= 0.99
     for lib in ("edgedistill", "torch", "litert-torch", "onnx", "onnxruntime"):
         assert m["versions"][lib]
+
+
+def test_piped_progress_is_plain_lines_per_epoch(built):
+    _, _, _, proc = built
+    assert "teacher epoch 1/2" in proc.stderr and "distill epoch 2/2" in proc.stderr
+    assert "elapsed" in proc.stderr
+
+
+def test_host_benchmark_threads_never_exceed_this_hosts_cores(built):
+    from edgedistill.bench.threads import host_cores
+
+    _, _, bundle, proc = built
+    m = json.loads((bundle / "manifest.json").read_text())
+    threads = {a["latency"]["threads"] for a in m["artifacts"].values()}
+    assert max(threads) <= min(host_cores(), m["target"]["threads"]), threads
+    if host_cores() < m["target"]["threads"]:
+        assert "capped from the target's" in proc.stderr
 
 
 def test_rerun_resumes_instead_of_redoing_finished_stages(built):

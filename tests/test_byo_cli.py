@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_timeouts import CLI_TIMEOUT_S
+from PIL import Image
 from safetensors.torch import save_file
 
 TINY = ["--epochs", "2", "--qat-epochs", "1", "--bench-runs", "5", "--no-scratch"]
@@ -72,6 +74,25 @@ def _npz(path: Path, classes: int = 3, n: int = 120) -> Path:
     return path
 
 
+CORRUPT = ("train/0/corrupt.png", "train/2/truncated.png")
+
+
+def _tree(root: Path, npz: Path) -> Path:
+    """The .npz's images as an ImageFolder (train/, test/), with 6 training images at 12x10 among the
+    8x8 ones and two unreadable PNGs (``CORRUPT``)."""
+    arrays = np.load(npz)
+    for split in ("train", "test"):
+        for i, (image, label) in enumerate(zip(arrays[f"x_{split}"], arrays[f"y_{split}"])):
+            path = root / split / str(label) / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pil = Image.fromarray(image)
+            (pil.resize((10, 12)) if split == "train" and i < 6 else pil).save(path)
+    (root / CORRUPT[0]).write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    whole = (root / "train" / "2" / "2.png").read_bytes()
+    (root / CORRUPT[1]).write_bytes(whole[: len(whole) // 2])
+    return root
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     root = tmp_path_factory.mktemp("byo")
@@ -83,6 +104,7 @@ def ws(tmp_path_factory):
     torch.manual_seed(0)
     save_file(teacher_def.build().state_dict(), str(root / "teacher.safetensors"))
     _npz(root / "data.npz")
+    _tree(root / "tree", root / "data.npz")
     env = {**os.environ, "EDGEDISTILL_CACHE": str(root / "cache"),
            "EDGEDISTILL_LATENCY_STORE": str(root / "cache" / "lat.jsonl")}
     return root, env
@@ -91,7 +113,7 @@ def ws(tmp_path_factory):
 def build(ws, *args: str) -> subprocess.CompletedProcess:
     root, env = ws
     return subprocess.run([sys.executable, "-m", "edgedistill.cli", "build", "--out", "out", "--run-dir", "run",
-                           *TINY, *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+                           *TINY, *args], cwd=root, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
 
 
 def assert_refused(proc, *needles: str, root: Path) -> None:
@@ -120,8 +142,11 @@ def test_a_pickled_payload_as_weights_is_refused_and_nothing_runs(ws):
 def test_a_teacher_with_the_wrong_class_count_is_refused_before_training(ws):
     root, _ = ws
     torch.manual_seed(0)
-    proc = build(ws, "--data", "data.npz", "--teacher", "teacher_def.py:build_ten")
+    proc = build(ws, "--data", "tree", "--teacher", "teacher_def.py:build_ten")
     assert_refused(proc, "10", "3", root=root)
+    # the data stage said what loading did to the data (the CLI filters Python warnings)
+    assert f"2 unreadable images skipped: {CORRUPT[0]}, {CORRUPT[1]}" in proc.stderr, proc.stderr[-2000:]
+    assert "6 images resized to 8x8" in proc.stderr and "6 from 12x10" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_a_config_file_with_an_unknown_key_is_named(ws):

@@ -4,7 +4,6 @@ names and preprocessing; bad data is refused with a message naming the file and 
 from __future__ import annotations
 
 import importlib.util
-import warnings
 import zlib
 from pathlib import Path
 
@@ -146,24 +145,25 @@ def test_image_size_resizes_every_image(tmp_path):
     assert data.source["resized"] == 8
 
 
-def test_mixed_sizes_are_resized_to_the_most_common_with_a_warning(tmp_path):
+def test_mixed_sizes_are_resized_to_the_most_common_and_reported(tmp_path):
     root = write_tree(tmp_path / "d", {"a": 4, "b": 4})
     write_image(root / "b" / "big.png", size=(16, 20))
-    with pytest.warns(UserWarning, match="resizing 1 of 9 to 8x8"):
-        data = load_dataset(root)
+    data = load_dataset(root)
     assert data.image_shape == (8, 8, 1)
     assert data.source["image_size_from"] == "most common"
+    assert data.load_report.resized == (("16x20", 1),)
+    assert data.load_report.lines()[0].startswith("1 image resized to 8x8 (the most common size")
 
 
-def test_an_unreadable_image_is_skipped_counted_and_warned_about(tmp_path):
+def test_an_unreadable_image_is_skipped_counted_and_reported(tmp_path):
     root = write_tree(tmp_path / "d", {"a": 4, "b": 4})
     (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     truncated = write_image(root / "b" / "cut.jpg").read_bytes()
     (root / "b" / "cut.jpg").write_bytes(truncated[: len(truncated) // 2])
     (root / "a" / "notes.txt").write_text("ignored: not an image")
-    with pytest.warns(UserWarning, match="skipped 2 unreadable image"):
-        data = load_dataset(root)
+    data = load_dataset(root)
     assert len(data.train) + len(data.val) + len(data.test) == 8
+    assert data.load_report.skipped == ("a/broken.png", "b/cut.jpg")
     assert data.source["skipped"] == 2
     assert any("broken.png" in f for f in data.source["skipped_files"])
     assert data.source["ignored_non_images"] == 1
@@ -187,10 +187,8 @@ def test_a_class_whose_images_are_all_unreadable_is_refused(tmp_path):
     root = write_tree(tmp_path / "d", {"a": 4})
     (root / "b").mkdir()
     (root / "b" / "x.png").write_bytes(b"garbage")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(InputError, match=r"d/b hold no readable images"):
-            load_dataset(root)
+    with pytest.raises(InputError, match=r"d/b hold no readable images"):
+        load_dataset(root)
 
 
 def test_train_and_test_with_different_classes_are_refused(tmp_path):

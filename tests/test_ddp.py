@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+from cli_timeouts import CLI_TIMEOUT_S
 
 from edgedistill.distill.ddp import shard
 
@@ -43,7 +44,7 @@ def test_torchrun_with_two_cpu_processes_trains_and_rank_0_prints_the_accuracy(t
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "edgedistill.distill.ddp",
            "--epochs", "3", "--checkpoint-dir", str(tmp_path / "ckpt")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     assert any(line.startswith("world_size 2 ") for line in lines), proc.stdout

@@ -18,10 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgedistill.bench.measurement import BenchRow, Measurement
-from edgedistill.bench.runner import bench_many, check_model
+from edgedistill.bench.runner import bench_many, bench_model, check_model, inspect_model
 from edgedistill.bench.store import LatencyStore
-from edgedistill.errors import EXIT_DEVICE, EXIT_OK, DeviceError, InputError
+from edgedistill.errors import EXIT_DEVICE, EXIT_OK, InputError
 from edgedistill.fsutil import sha256_file
+from edgedistill.jsonout import stdout_to_stderr
 
 
 def bench_command(
@@ -61,7 +62,7 @@ def bench_command(
         return _print_history(latency_store, model, json_out)
     if model is None:
         raise InputError("no model given", hint="edgedistill bench MODEL --device DEVICE, or --history")
-    check_model(model)
+    inspect_model(model)  # a file that is not a model is bad input (exit 2), whatever the device
 
     options: dict = {"threads": threads, "delegate": delegate, "warmup": warmup, "runs": runs, "timeout_s": timeout}
     options = {k: v for k, v in options.items() if v is not None}
@@ -77,9 +78,12 @@ def bench_command(
         options["benchmark_binary"] = str(benchmark_binary)
 
     devices = list(device or ["local"])
-    rows = bench_many(model, devices, **options)
-    if len(rows) == 1 and not rows[0].ok:
-        raise DeviceError(rows[0].error or f"{devices[0]}: benchmark failed")
+    with stdout_to_stderr(json_out):  # runtimes' own prints must not land in the JSON
+        if len(devices) == 1:
+            # One device: its error is the command's, with its own exit code and hint.
+            rows = [BenchRow(devices[0], measurement=bench_model(model, devices[0], **options))]
+        else:
+            rows = bench_many(model, devices, **options)
     if not no_store:
         for row in rows:
             if row.measurement is not None:

@@ -36,6 +36,15 @@ class BenchError(Exception):
     """A failure to report to the caller as ``{"ok": false, "error": ...}``."""
 
 
+class ModelLoadError(BenchError):
+    """The runtime could not load the model file: not a model, corrupt, or one it cannot read."""
+
+    def __init__(self, runtime: str, model_path: str, err: Exception) -> None:
+        self.runtime = runtime
+        self.reason = f"{type(err).__name__}: {err}"
+        super().__init__(f"{runtime} cannot load {os.path.basename(model_path)}: {self.reason}")
+
+
 # --- statistics ---------------------------------------------------------------------------------
 
 
@@ -216,7 +225,10 @@ class _TfliteSession:
         self.batch = int(self.inputs[0]["shape"][0]) if len(self.inputs[0]["shape"]) else 1
 
     def _allocate(self, module, kwargs):
-        interpreter = module.Interpreter(**kwargs)
+        try:
+            interpreter = module.Interpreter(**kwargs)
+        except (RuntimeError, ValueError) as err:  # not a flatbuffer, or ops this runtime lacks
+            raise ModelLoadError(self.runtime, kwargs["model_path"], err) from err
         details = interpreter.get_input_details()
         wanted = [batch_one_shape(d["shape_signature"]) for d in details]
         if all(list(d["shape"]) == w for d, w in zip(details, wanted)):
@@ -265,7 +277,10 @@ class _OnnxSession:
             self.delegate = "xnnpack"
         elif delegate == "xnnpack":
             self.notes.append("this onnxruntime build has no XNNPACK provider; ran on the CPU provider")
-        self.session = ort.InferenceSession(model_path, sess_options=options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(model_path, sess_options=options, providers=providers)
+        except Exception as err:  # onnxruntime's own types: InvalidProtobuf, InvalidGraph, Fail, ...
+            raise ModelLoadError(self.runtime, model_path, err) from err
         self.feeds_spec = []
         for node in self.session.get_inputs():
             shape = batch_one_shape(node.shape) if _is_dynamic(node.shape) else list(node.shape)
@@ -302,8 +317,14 @@ def _onnx_dtype(type_name: str):
 
 
 def benchmark(model_path: str, threads: int = 1, delegate: str = "xnnpack", warmup: int = 10,
-              runs: int = 100, runtime: str | None = None, seed: int = 0) -> dict:
-    """Load, warm up and time ``runs`` invokes; every invoke is timed with perf_counter_ns."""
+              runs: int = 100, runtime: str | None = None, seed: int = 0, load_guard=None) -> dict:
+    """Load, warm up and time ``runs`` invokes; every invoke is timed with perf_counter_ns.
+
+    ``load_guard``: a no-argument context manager factory entered around loading the model (the
+    local runner keeps the runtime's native INFO lines off stderr with it). A model the runtime
+    cannot load raises :class:`ModelLoadError`."""
+    import contextlib
+
     import numpy as np
 
     if not os.path.isfile(model_path):
@@ -315,9 +336,10 @@ def benchmark(model_path: str, threads: int = 1, delegate: str = "xnnpack", warm
     if session_type is None:
         raise BenchError(f"unsupported model type {suffix!r}: expected .tflite or .onnx")
 
-    start = time.perf_counter_ns()
-    session = session_type(model_path, threads, delegate, runtime)
-    init_ns = time.perf_counter_ns() - start
+    with (load_guard or contextlib.nullcontext)():
+        start = time.perf_counter_ns()
+        session = session_type(model_path, threads, delegate, runtime)
+        init_ns = time.perf_counter_ns() - start
     session.feed(np.random.default_rng(seed))
 
     warmup_ns = []

@@ -115,6 +115,33 @@ def check_model(model_path: str | os.PathLike[str]) -> Path:
     return model
 
 
+def inspect_model(model_path: str | os.PathLike[str]) -> Path:
+    """:func:`check_model`, then a look inside, before any runner is given the file: a .tflite must
+    carry the TFLite flatbuffer identifier and an .onnx must parse as an ONNX model with outputs.
+    Raises InputError naming the file and what is wrong with it."""
+    model = check_model(model_path)
+    hint = "pass a .tflite or .onnx file exported by `edgedistill build` or a converter"
+    if model.stat().st_size == 0:
+        raise InputError(f"{model}: the file is empty, not a model", hint=hint)
+    if model.suffix.lower() == ".tflite":
+        with open(model, "rb") as handle:
+            head = handle.read(8)
+        if len(head) < 8 or head[4:8] != b"TFL3":
+            raise InputError(f"{model}: not a TFLite model (no TFL3 flatbuffer identifier at bytes 4-8)", hint=hint)
+        return model
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - onnx is a dependency; the runner still checks
+        return model
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise InputError(f"{model}: not an ONNX model ({type(err).__name__}: {err})", hint=hint) from err
+    if proto.ir_version <= 0 or not proto.graph.output:
+        raise InputError(f"{model}: not an ONNX model (no IR version or graph outputs)", hint=hint)
+    return model
+
+
 def _check_settings(s: dict) -> None:
     if not isinstance(s["threads"], int) or s["threads"] < 1:
         raise InputError(f"threads must be a whole number >= 1, not {s['threads']!r}")

@@ -14,6 +14,9 @@ section is left out when its data is missing):
 - ``feedback_rounds``: list of dicts with ``round``, ``candidate``, ``predicted_ms``, ``measured_ms``,
   ``within_budget``
 - ``gates``: list of GateResult dicts (``name``, ``passed``, ``measured``, ``required``, ``reason``)
+
+A "Data" section lists what loading did to the data (``manifest["data"]["load_report"]``) when it
+did anything.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import html
 from pathlib import Path
 
 from edgedistill.bundle import plots
-from edgedistill.bundle.report import describe_spec, selection_note
+from edgedistill.bundle.report import data_notes, describe_spec, selection_note
 
 
 def _e(x) -> str:
@@ -98,6 +101,7 @@ img.chart{display:block;max-width:100%;height:auto;margin:6px auto 10px}
 code{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:#f1f5f9;padding:1px 4px;
 border-radius:4px}
 footer{color:#7b8794;font-size:12px;margin-top:18px}
+ul.warn{color:#9a3412;font-weight:600}
 @media (max-width:760px){.two{grid-template-columns:1fr}}
 """
 
@@ -257,6 +261,25 @@ def _stages_section(extras: dict) -> str:
     return _section("Wall time per stage", chart, note)
 
 
+def _warnings_section(m: dict) -> str:
+    """Above the headline cards: a collapsed student's "100% agreement" must not read as good news."""
+    warnings = m.get("warnings") or []
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+    return _section("Warnings", f'<ul class="warn">{items}</ul>',
+                    "Said during the build; the figures below are measured, but mean little while these hold.")
+
+
+def _data_section(m: dict) -> str:
+    notes = data_notes(m)
+    if not notes:
+        return ""
+    items = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    return _section("Data", f"<ul>{items}</ul>", "What loading did to the data before training; "
+                                                 "<code>manifest.json</code> lists every skipped file.")
+
+
 def _provenance(m: dict) -> str:
     data = m.get("data", {})
     rows = [
@@ -279,8 +302,10 @@ def render_html(manifest: dict, extras: dict | None = None) -> str:
     accuracy = _accuracy_section(manifest)
     body = "".join([
         _header(manifest, gates),
+        _warnings_section(manifest),
         _cards(manifest),
         _gates_section(gates),
+        _data_section(manifest),
         f'<div class="two">{accuracy}{stages}</div>' if stages else accuracy,
         _artifacts_section(manifest),
         _candidates_section(manifest, extras),

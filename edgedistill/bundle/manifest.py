@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgedistill.data.report import DataLoadReport
+
 SCHEMA_VERSION = 1
 
 
@@ -17,6 +19,10 @@ def _io(report: dict, pre: dict | None) -> dict:
     if pre is not None:
         d["preprocessing"] = pre
     return d
+
+
+def _load_report(data) -> dict:
+    return (getattr(data, "load_report", None) or DataLoadReport()).to_dict()
 
 
 def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
@@ -82,7 +88,9 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "selection_rule": result.selection["rule"],
         },
         "data": {"name": data.name, "fingerprint": data.fingerprint(), "source": data.source,
-                 "counts": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}},
+                 "counts": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+                 # What loading did to the data: every unreadable file skipped, the images resized.
+                 "load_report": _load_report(data)},
         "quantization": {
             "model.tflite": "PT2E quantization-aware fine-tuning (teacher soft targets), per-channel symmetric "
                             "int8 weights, int8 activations, int32 biases",
@@ -100,6 +108,9 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             ],
         },
         "feedback_rounds": list(getattr(result, "feedback_rounds", [])),
+        # What the build said loudly (a teacher at chance, a collapsed student): a CI reading the
+        # manifest alone sees them too.
+        "warnings": list(getattr(result, "warnings", [])),
         "gates": [g.to_dict() for g in getattr(result, "gates", [])],
         "seed": cfg.seed,
         "config": cfg.to_dict(),

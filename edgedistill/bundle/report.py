@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgedistill.data.report import DataLoadReport
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
@@ -21,12 +23,16 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     if gates:
         failed = [g for g in gates if not g["passed"]]
         status = f" ({len(failed)} gate(s) failed)" if failed else " (all gates passed)"
+    warnings = manifest.get("warnings", [])
     lines = [
         f"# edgedistill build: {t['name']}{status}",
         "",
+        # Before the headline figures: "100% agreement" of a collapsed student means nothing.
+        *([f"> **Warning:** {w}" for w in warnings] + [""] if warnings else []),
         f"Student `{describe_spec(s['spec'])}`: {s['params']:,} parameters, "
         f"{s['compression']:.1f}x fewer than the teacher ({te['params']:,}).",
         *_selection_note(manifest),
+        *_data_block(manifest),
         "",
         "| model | test accuracy |",
         "| --- | --- |",
@@ -49,8 +55,8 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     where = "this build host, not a device of the target" if any_lat["measured_on"] == "host" else any_lat["device"]
     lines += [
         "",
-        f"Latency: batch 1, {any_lat['threads']} thread(s), {any_lat['warmup']} warm-up + {any_lat['runs']} runs, "
-        f"measured on {where}.",
+        f"Latency: batch 1, {any_lat['threads']} thread(s){_threads_note(any_lat, t)}, {any_lat['warmup']} warm-up + "
+        f"{any_lat['runs']} runs, measured on {where}.",
         _budget_line(manifest),
     ]
     if gates:
@@ -64,6 +70,13 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     return "\n".join(lines)
 
 
+def _threads_note(latency: dict, target: dict) -> str:
+    threads, wanted = latency.get("threads"), target.get("threads")
+    if latency.get("measured_on") == "host" and threads is not None and wanted is not None and threads < wanted:
+        return f" (the target runs {wanted}; capped at this host's cores)"
+    return ""
+
+
 def selection_note(manifest: dict) -> str:
     """Why the student's family is what it is when it is not the teacher's (a teacher outside the
     zoo), as a sentence; empty when there is nothing to say."""
@@ -74,6 +87,17 @@ def selection_note(manifest: dict) -> str:
 def _selection_note(manifest: dict) -> list[str]:
     note = selection_note(manifest)
     return ["", note] if note else []
+
+
+def data_notes(manifest: dict) -> list[str]:
+    """What loading did to the data (unreadable images skipped, images resized), one sentence each;
+    empty when the data was taken as it is (or the manifest predates the record)."""
+    return DataLoadReport.from_dict(manifest.get("data", {}).get("load_report")).lines()
+
+
+def _data_block(manifest: dict) -> list[str]:
+    notes = data_notes(manifest)
+    return ["", "Data:", *(f"- {note}" for note in notes)] if notes else []
 
 
 def _budget_line(manifest: dict) -> str:

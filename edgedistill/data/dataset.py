@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgedistill.data.report import DataLoadReport
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -67,6 +69,8 @@ class ImageDataset:
     preprocessing: Preprocessing
     # Free-form provenance shown in the manifest (where the data came from, how it was split).
     source: dict = field(default_factory=dict)
+    # What loading did to the data (unreadable files skipped, images resized); empty when nothing.
+    load_report: DataLoadReport = field(default_factory=DataLoadReport)
 
     @property
     def num_classes(self) -> int:

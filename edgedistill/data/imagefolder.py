@@ -10,12 +10,12 @@ else the sorted folder names, which is also torchvision's ``ImageFolder`` order,
 trained with torchvision keeps its class indices. Every split must have the same class folders.
 
 Images are read twice: a header pass (cheap: mode and size only) decides the channel count and
-the common size, then a decode pass fills one preallocated array.
+the common size, then a decode pass fills one preallocated array. Unreadable files (skipped, or
+fatal with ``strict``) and resized images are recorded in the returned ``load_report``.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from PIL import Image
 
 from edgedistill.data.dataset import Split
 from edgedistill.data.npz import RawSplits
+from edgedistill.data.report import DataLoadReport
 from edgedistill.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -49,24 +50,26 @@ def read_imagefolder(
         files[name], n_ignored = _list_images(folder, class_names)
         ignored += n_ignored
 
-    skipped: list[str] = []
+    skipped: list[tuple[Path, str]] = []  # (file, why it is unreadable)
     headers = {name: _read_headers(entries, skipped, strict) for name, entries in files.items()}
     all_headers = [h for hs in headers.values() for h in hs]
     gray = all(is_gray for _, _, _, is_gray in all_headers)
     n_channels = channels if channels is not None else (1 if gray else 3)
-    size, resized = _target_size(root, [hw for _, _, hw, _ in all_headers], image_size)
+    size, size_from = _target_size(root, [hw for _, _, hw, _ in all_headers], image_size)
 
     splits: dict[str, Split] = {}
+    resized_from: Counter[tuple[int, int]] = Counter()  # original (H, W) of each image decoded and resized
     for name, split_headers in headers.items():
-        splits[name] = _decode(split_headers, size, n_channels, skipped, strict)
+        splits[name] = _decode(split_headers, size, n_channels, skipped, strict, resized_from)
         _require_every_class(splits[name], class_names, split_dirs[name])
 
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable image(s) under {root}, e.g. {skipped[0]} "
-            "(pass strict=True / --strict to stop on them instead)",
-            stacklevel=3,
-        )
+    resized = sum(resized_from.values())
+    report = DataLoadReport.of(
+        skipped=[_relative(path, root) for path, _ in skipped],
+        resized_from=resized_from,
+        target_size=size,
+        target_from=size_from,
+    )
     return RawSplits(
         train=splits["train"],
         val=splits.get("val"),
@@ -79,13 +82,21 @@ def read_imagefolder(
             "channels_from": "forced" if channels is not None
             else ("all grayscale" if gray else "colour images present"),
             "image_size": list(size),
-            "image_size_from": "given" if image_size is not None else ("most common" if resized else "all equal"),
+            "image_size_from": size_from if size_from == "given" or resized else "all equal",
             "resized": resized,
             "skipped": len(skipped),
-            "skipped_files": skipped[:_SHOWN],
+            "skipped_files": [f"{path} ({reason})" for path, reason in skipped[:_SHOWN]],
             "ignored_non_images": ignored,
         },
+        load_report=report,
     )
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # not under root (cannot happen for files listed under it); keep it whole
+        return str(path)
 
 
 def _split_dirs(root: Path) -> tuple[dict[str, Path], str]:
@@ -172,7 +183,7 @@ def _list_images(folder: Path, class_names: tuple[str, ...]) -> tuple[list[tuple
 _Header = tuple[Path, int, tuple[int, int], bool]
 
 
-def _read_headers(entries: list[tuple[Path, int]], skipped: list[str], strict: bool) -> list[_Header]:
+def _read_headers(entries: list[tuple[Path, int]], skipped: list[tuple[Path, str]], strict: bool) -> list[_Header]:
     headers = []
     for path, label in entries:
         try:
@@ -195,31 +206,22 @@ def _is_gray(image: Image.Image) -> bool:
 
 def _target_size(
     root: Path, sizes: list[tuple[int, int]], image_size: tuple[int, int] | None
-) -> tuple[tuple[int, int], int]:
-    """The (H, W) every image is brought to, and how many images that resizes."""
+) -> tuple[tuple[int, int], str]:
+    """The (H, W) every image is brought to, and why: ``"given"`` or ``"most common"``."""
     if not sizes:
         raise InputError(f"no readable images under {root}", hint="check the files are PNG or JPEG images")
-    counts = Counter(sizes)
     if image_size is not None:
-        target = (int(image_size[0]), int(image_size[1]))
-        return target, len(sizes) - counts.get(target, 0)
-    target, n_target = counts.most_common(1)[0]
-    resized = len(sizes) - n_target
-    if resized:
-        warnings.warn(
-            f"images under {root} come in {len(counts)} sizes; resizing {resized} of {len(sizes)} to "
-            f"{target[0]}x{target[1]} (H x W), the most common (pass image_size / --image-size H W to choose)",
-            stacklevel=4,
-        )
-    return target, resized
+        return (int(image_size[0]), int(image_size[1])), "given"
+    return Counter(sizes).most_common(1)[0][0], "most common"
 
 
-def _decode(headers: list[_Header], size: tuple[int, int], channels: int, skipped: list[str], strict: bool) -> Split:
+def _decode(headers: list[_Header], size: tuple[int, int], channels: int, skipped: list[tuple[Path, str]],
+            strict: bool, resized_from: Counter) -> Split:
     height, width = size
     images = np.empty((len(headers), height, width, channels), dtype=np.uint8)
     labels = np.empty(len(headers), dtype=np.int64)
     n = 0
-    for path, label, _, _ in headers:
+    for path, label, hw, _ in headers:
         try:
             images[n] = _load_pixels(path, size, channels)
         except Exception as err:  # truncated or corrupt data often shows only when decoding
@@ -227,6 +229,8 @@ def _decode(headers: list[_Header], size: tuple[int, int], channels: int, skippe
             continue
         labels[n] = label
         n += 1
+        if hw != size:
+            resized_from[hw] += 1
     return Split(images[:n], labels[:n])
 
 
@@ -242,12 +246,12 @@ def _load_pixels(path: Path, size: tuple[int, int], channels: int) -> np.ndarray
     return pixels.reshape(height, width, channels)
 
 
-def _unreadable(path: Path, err: Exception, skipped: list[str], strict: bool) -> None:
+def _unreadable(path: Path, err: Exception, skipped: list[tuple[Path, str]], strict: bool) -> None:
     reason = f"{type(err).__name__}: {err}"
     if strict:
         raise InputError(f"cannot read image {path} ({reason})",
                          hint="fix or delete the file, or drop --strict to skip unreadable images") from err
-    skipped.append(f"{path} ({reason})")
+    skipped.append((path, reason))
 
 
 def _require_every_class(split: Split, class_names: tuple[str, ...], folder: Path) -> None:

@@ -13,6 +13,9 @@ Split policy, the same for every format:
 Every carve is stratified and deterministic for a given ``split_seed``.
 Preprocessing is ``float = (raw / 255 - mean) / std``; mean/std are the given values, else the
 per-channel statistics of the training split.
+
+What loading did to the data (unreadable images skipped, images resized) is the dataset's
+``load_report``; the loader does not raise Python warnings for it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from edgedistill.data.dataset import ImageDataset, Preprocessing, Split
 from edgedistill.data.digits import load_digits_dataset
 from edgedistill.data.imagefolder import read_imagefolder
 from edgedistill.data.npz import RawSplits, read_npz
+from edgedistill.data.report import DataLoadReport
 from edgedistill.data.split import stratified_split
 from edgedistill.errors import InputError
 
@@ -90,6 +94,7 @@ def load_dataset(
         class_names=raw.class_names,
         preprocessing=preprocessing,
         source=source,
+        load_report=raw.load_report,
     )
 
 
@@ -106,11 +111,13 @@ def _check_options(image_size, channels, val_fraction: float, test_fraction: flo
 def _builtin(mean, std, image_size, channels, seed, val_fraction, test_fraction) -> ImageDataset:
     dataset = load_digits_dataset(seed, val_fraction, test_fraction)
     if image_size is not None or channels is not None:
+        splits = (dataset.train, dataset.val, dataset.test)
         dataset = dataclasses.replace(
             dataset,
             train=_conform(dataset.train, image_size, channels),
             val=_conform(dataset.val, image_size, channels),
             test=_conform(dataset.test, image_size, channels),
+            load_report=_resize_report(splits, image_size),
         )
     n_channels = dataset.image_shape[2]
     fixed = dataset.preprocessing
@@ -133,7 +140,21 @@ def _conform_raw(raw: RawSplits, image_size, channels) -> RawSplits:
         train=_conform(raw.train, image_size, channels),
         val=_conform(raw.val, image_size, channels) if raw.val is not None else None,
         test=_conform(raw.test, image_size, channels) if raw.test is not None else None,
+        load_report=_resize_report((raw.train, raw.val, raw.test), image_size),
     )
+
+
+def _resize_report(splits, image_size: tuple[int, int] | None) -> DataLoadReport:
+    """What :func:`_conform` to ``image_size`` does to in-memory splits (None ones left out)."""
+    if image_size is None:
+        return DataLoadReport()
+    target = (int(image_size[0]), int(image_size[1]))
+    resized_from: dict[tuple[int, int], int] = {}
+    for split in splits:
+        if split is not None and tuple(split.images.shape[1:3]) != target:
+            hw = tuple(split.images.shape[1:3])
+            resized_from[hw] = resized_from.get(hw, 0) + len(split)
+    return DataLoadReport.of(resized_from=resized_from, target_size=target, target_from="given")
 
 
 def _conform(split: Split, image_size: tuple[int, int] | None, channels: int | None) -> Split:

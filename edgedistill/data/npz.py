@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.data.dataset import Split
+from edgedistill.data.report import DataLoadReport
 from edgedistill.errors import InputError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -35,6 +36,8 @@ class RawSplits:
     class_names: tuple[str, ...]
     # Format-specific provenance for the manifest (layout, skipped files, resizing, ...).
     details: dict = field(default_factory=dict)
+    # What reading did to the data (skipped files, resized images).
+    load_report: DataLoadReport = field(default_factory=DataLoadReport)
 
 
 def read_npz(path: Path) -> RawSplits:

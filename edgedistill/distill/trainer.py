@@ -158,7 +158,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # a parameterless model runs on the CPU
     try:
         outs = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     finally:

@@ -37,7 +37,8 @@ from edgedistill.select.latency_model import (
     LatencyModel,
     LatencyRecord,
     calibration_path,
-    load_latency_model,
+    latency_model_for,
+    user_calibration_path,
 )
 from edgedistill.select.targets import Target
 
@@ -215,12 +216,22 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
     """Measure generated models here, append them to the store, fit and save the target's model.
 
     Writes ``out`` if given, else the repository's ``calibration/<target>.json`` when
-    ``write_repo_file``, else ``<cache>/calibration/<target>.json``. Only meaningful for a target
-    whose device is this host (``host``); other targets' figures come from their own devices.
+    ``write_repo_file`` (a checkout only: an installed wheel's package data is not rewritten), else
+    ``<cache>/calibration/<target>.json``, which :func:`~edgedistill.select.latency_model.find_calibration`
+    reads before the shipped file. Only meaningful for a target whose device is this host
+    (``host``, or a user's own local target); other targets' figures come from their own devices.
     """
     from edgedistill.bench import LatencyStore
-    from edgedistill.paths import cache_dir
+    from edgedistill.errors import InputError
+    from edgedistill.paths import is_installed_data
 
+    if out is None and write_repo_file and is_installed_data(calibration_path(target.name)):
+        raise InputError(
+            f"--write-repo rewrites a checkout's calibration/{target.name}.json, and this edgedistill is an "
+            f"installed package ({calibration_path(target.name).parent})",
+            hint=f"leave out --write-repo: the fit goes to {user_calibration_path(target.name)}, which builds "
+                 "read before the shipped calibration",
+        )
     started = time.perf_counter()
     store = store if store is not None else LatencyStore()
     command = f"edgedistill calibrate --target {target.name}" + (" --quick" if quick else "")
@@ -239,7 +250,7 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
         "store": str(store.path),
     }]
     path = out if out is not None else (calibration_path(target.name) if write_repo_file
-                                        else cache_dir() / "calibration" / f"{target.name}.json")
+                                        else user_calibration_path(target.name))
     doc = {"latency_model": model.to_dict(), "records": [r.to_dict() for r in records]}
     from edgedistill.fsutil import write_json_atomic
 
@@ -294,7 +305,7 @@ def refit_from_measurement(target: Target, measurement_records: list, prior: Lat
     with fewer, the prior keeps its shape and only ``scale`` changes, to the median of
     measured / predicted (one noisy point must not rewrite six coefficients).
     """
-    prior = prior or load_latency_model(target.name)
+    prior = prior or latency_model_for(target)
     records = []
     for r in measurement_records:
         if isinstance(r, LatencyRecord):

@@ -136,13 +136,12 @@ def predicted_size_kb(model, precision: str) -> float:
 
 
 def _default_latency_model(target: Target):
-    """The target's calibrated model; None only when the target has no calibration file (a
-    malformed one is an error the user must see, not a silent "latency not predicted")."""
-    from edgedistill.select.latency_model import calibration_path, load_latency_model
+    """The target's latency model: its calibration, else one derived from the nearest shipped
+    target (:func:`~edgedistill.select.latency_model.latency_model_for`; an InputError when
+    neither exists, never a silent "latency not predicted")."""
+    from edgedistill.select.latency_model import latency_model_for
 
-    if not calibration_path(target.name).is_file():
-        return None
-    return load_latency_model(target.name)
+    return latency_model_for(target)
 
 
 def evaluate_candidates(
@@ -151,8 +150,9 @@ def evaluate_candidates(
 ) -> list[Candidate]:
     """Every shrunk spec with its cost and whether it fits; ``input_shape`` is (C, H, W).
 
-    ``latency_model``: the target's model [default: ``calibration/<target>.json``; when that file is
-    missing, latency is not predicted and not used to exclude]. Sorted highest capacity first.
+    ``latency_model``: the target's model [default: :func:`_default_latency_model`]; latency is not
+    predicted (nor used to exclude) only when it has no coefficients for the precision. Sorted
+    highest capacity first.
     """
     from edgedistill.select.latency_model import trace_cost
 
@@ -233,8 +233,7 @@ def select_student(teacher_spec, input_shape: tuple[int, int, int], target: Targ
     lm = latency_model if latency_model is not None else _default_latency_model(target)
     cands = evaluate_candidates(teacher_spec, input_shape, target, teacher_params, min_ratio, latency_model=lm)
     chosen = next((c for c in cands if c.fits), None)
-    lm_note = (f"{target.name} latency model ({', '.join(s.get('kind', '?') for s in lm.sources) or 'no sources'})"
-               if lm is not None else f"no calibration/{target.name}.json: latency not predicted")
+    lm_note = lm.describe(target.name)
     name = teacher_spec.describe() if hasattr(teacher_spec, "describe") else str(teacher_spec)
     return Selection(target.name, name, cands, chosen, note=note, latency_model=lm_note)
 

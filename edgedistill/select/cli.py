@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgedistill.errors import EXIT_BUDGET, EXIT_OK
+from edgedistill.jsonout import stdout_to_stderr
 
 
 def _digits_shape() -> tuple[tuple[int, int, int], int]:
@@ -68,8 +69,9 @@ def select_command(
     outside_zoo: Annotated[bool, typer.Option("--outside-zoo", help="Show what a teacher outside the zoo (any nn.Module) gets: inverted-residual students.")] = False,
 ) -> int:
     """Rank the students shaped like the teacher for TARGET and show which fits; trains nothing."""
-    t, sel = run_select(target, max_latency_ms, max_size_kb, min_compression, calibration=calibration,
-                        outside_zoo=outside_zoo)
+    with stdout_to_stderr(json_out):  # with --json, stdout carries the JSON alone
+        t, sel = run_select(target, max_latency_ms, max_size_kb, min_compression, calibration=calibration,
+                            outside_zoo=outside_zoo)
     if json_out:
         print(json.dumps(sel.to_dict(), indent=2))
         return EXIT_OK if sel.chosen else EXIT_BUDGET
@@ -124,8 +126,9 @@ def calibrate_command(
                          hint="calibrate measures here; use --target host, or measure on the device and refit")
     say = (lambda s: None) if json_out else (lambda s: print(s, flush=True))
     kw = {"precisions": ("int8",), "runs": 50, "warmup": 10} if quick else {}
-    result = run_calibrate(t, quick=quick, out=out, write_repo_file=write_repo, store=LatencyStore(store),
-                           progress=say, **kw)
+    with stdout_to_stderr(json_out):  # the exporters print progress; with --json stdout is the JSON's
+        result = run_calibrate(t, quick=quick, out=out, write_repo_file=write_repo, store=LatencyStore(store),
+                               progress=say, **kw)
     if json_out:
         print(json.dumps({"path": str(result.path), "latency_model": result.model.to_dict()}, indent=2))
     else:

@@ -294,6 +294,22 @@ class LatencyModel:
     parallel_efficiency: float = DEFAULT_PARALLEL_EFFICIENCY
     sources: list[dict] = field(default_factory=list)
     fit_summary: dict = field(default_factory=dict)
+    # Set when the target has no calibration of its own: the shipped target whose coefficients
+    # these are (see :func:`latency_model_for`).
+    derived_from: str = ""
+    # The file it was read from when that is not a shipped calibration (a user's own, or the
+    # cache's from `edgedistill calibrate`), so that the description says which one was used.
+    origin: str = ""
+
+    def describe(self, target_name: str | None = None) -> str:
+        """One line for the build's output, the selection table and the manifest."""
+        name = target_name or self.target
+        if self.derived_from:
+            how = next((s.get("what", "") for s in self.sources if s.get("kind") == NEAREST_KIND), "")
+            return (f"{name} latency model derived from {self.derived_from}'s calibration "
+                    f"(no calibration/{name}.json{'; ' + how if how else ''})")
+        kinds = ", ".join(s.get("kind", "?") for s in self.sources) or "no sources"
+        return f"{name} latency model ({kinds}{'; from ' + self.origin if self.origin else ''})"
 
     # --- fitting ------------------------------------------------------------------------------
     def fit(self, records: list[LatencyRecord], ridge: float = 1e-3) -> "LatencyModel":
@@ -356,6 +372,7 @@ class LatencyModel:
             "target": self.target, "runtime": self.runtime, "threads": self.threads,
             "features": dict(FEATURE_UNITS), "coefficients": self.coefficients, "scale": self.scale,
             "parallel_efficiency": self.parallel_efficiency, "sources": self.sources, "fit_summary": self.fit_summary,
+            **({"derived_from": self.derived_from} if self.derived_from else {}),
         }
 
     @classmethod
@@ -366,6 +383,7 @@ class LatencyModel:
             scale=float(d.get("scale", 1.0)),
             parallel_efficiency=float(d.get("parallel_efficiency", DEFAULT_PARALLEL_EFFICIENCY)),
             sources=list(d.get("sources", [])), fit_summary=dict(d.get("fit_summary", {})),
+            derived_from=str(d.get("derived_from", "")),
         )
 
     def save(self, path: Path) -> Path:
@@ -377,25 +395,132 @@ class LatencyModel:
         return path
 
 
+NEAREST_KIND = "nearest-target"  # the source kind of a model borrowed from another target
+
+
 def calibration_path(target_name: str) -> Path:
+    """The shipped calibration file of a target: in a checkout the repository's
+    ``calibration/<target>.json`` (what ``calibrate --write-repo`` and
+    ``scripts/derive_calibration.py`` write); in a wheel install its package data (read-only)."""
     from edgedistill.paths import calibration_dir
 
     return calibration_dir() / f"{target_name}.json"
 
 
+def user_calibration_path(target_name: str) -> Path:
+    """``<cache>/calibration/<target>.json``: what ``edgedistill calibrate`` writes by default."""
+    from edgedistill.paths import user_calibration_dir
+
+    return user_calibration_dir() / f"{target_name}.json"
+
+
+def find_calibration(target_name: str) -> Path | None:
+    """The calibration file a target's latency model is read from, or None when it has none.
+
+    The user's own (``<cache>/calibration/<target>.json``, which ``edgedistill calibrate`` writes
+    unless told ``--write-repo``/``--out``) comes first, then the shipped one
+    (:func:`calibration_path`); so a calibration measured on this machine is used without
+    touching the checkout or the installed package.
+    """
+    for path in (user_calibration_path(target_name), calibration_path(target_name)):
+        if path.is_file():
+            return path
+    return None
+
+
 def load_latency_model(target_name: str, path: Path | None = None) -> LatencyModel:
-    """The target's latency model from ``calibration/<target>.json`` (or ``path``)."""
+    """The target's latency model from ``path``, else from :func:`find_calibration`'s file."""
     from edgedistill.errors import InputError
 
-    path = Path(path) if path is not None else calibration_path(target_name)
-    if not path.is_file():
+    path = Path(path) if path is not None else find_calibration(target_name)
+    if path is None or not path.is_file():
+        missing = (f"{path} does not exist" if path is not None else
+                   f"neither {user_calibration_path(target_name)} nor {calibration_path(target_name)} exists")
         raise InputError(
-            f"no latency calibration for target {target_name!r}: {path} does not exist",
+            f"no latency calibration for target {target_name!r}: {missing}",
             hint=f"run `edgedistill calibrate --target {target_name}` on a device of that kind, or copy "
                  "calibration/host.json and edit its sources",
         )
     try:
         data = json.loads(path.read_text())
-        return LatencyModel.from_dict(data["latency_model"] if "latency_model" in data else data)
+        model = LatencyModel.from_dict(data["latency_model"] if "latency_model" in data else data)
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"latency calibration {path} is malformed: {exc}") from exc
+    if path.resolve() != calibration_path(target_name).resolve():
+        model.origin = str(path)
+    return model
+
+
+def nearest_calibrated_target(target) -> tuple[Any, Path] | None:
+    """The shipped target whose calibration stands in for ``target``'s missing one, with its file.
+
+    Candidates are the targets of :func:`~edgedistill.paths.targets_dir` (the shipped ones) other
+    than ``target`` that run the same runtime and have a calibration (:func:`find_calibration`)
+    with coefficients for ``target``'s precision. "Nearest" is the first in this order: the same
+    delegate, then the same precision, then the same ABI (the same instruction set says more
+    about per-MAC cost than the thread count, which the model scales), then the smallest
+    difference in threads, then the name (alphabetical, so the choice is stable). None when there
+    is no candidate.
+    """
+    from edgedistill.select.targets import available_targets, load_target
+
+    ranked = []
+    for name in available_targets():
+        other = load_target(name)
+        if other.name == target.name or other.runtime != target.runtime:
+            continue
+        path = find_calibration(other.name)
+        if path is None:
+            continue
+        if target.precision not in load_latency_model(other.name, path).coefficients:
+            continue
+        key = (other.delegate != target.delegate, other.precision != target.precision,
+               other.abi != target.abi, abs(other.threads - target.threads), other.name)
+        ranked.append((key, other, path))
+    if not ranked:
+        return None
+    _, other, path = min(ranked, key=lambda r: r[0])
+    return other, path
+
+
+def latency_model_for(target) -> LatencyModel:
+    """The latency model the build and ``select`` use for ``target`` (a :class:`Target`).
+
+    Its own calibration (:func:`find_calibration`) when it has one. Otherwise, for a user's own
+    target, the calibration of the nearest shipped target of the same runtime
+    (:func:`nearest_calibrated_target`), used as it is: its coefficients keep their thread count
+    and predictions at the target's threads scale the compute terms by the model's parallel
+    efficiency, as for any other thread count. The model says so (:meth:`LatencyModel.describe`:
+    "derived from rpi4's calibration (no calibration/<name>.json; ...)"). With no such target,
+    an :class:`~edgedistill.errors.InputError` says what to run or write.
+    """
+    from edgedistill.errors import InputError
+
+    path = find_calibration(target.name)
+    if path is not None:
+        return load_latency_model(target.name, path)
+    nearest = nearest_calibrated_target(target)
+    if nearest is None:
+        how = (f"run `edgedistill calibrate --target {target.path}` here (it writes "
+               f"{user_calibration_path(target.name)})" if target.device_kind == "local" else
+               f"measure on a {target.name} device and write {user_calibration_path(target.name)}")
+        raise InputError(
+            f"no latency calibration for target {target.name!r} ({target.path}): no "
+            f"{user_calibration_path(target.name)} or {calibration_path(target.name)}, and no shipped "
+            f"{target.runtime} target to derive one from",
+            hint=f"{how}, or write calibration/{target.name}.json (see calibration/README.md)",
+        )
+    other, base_path = nearest
+    base = load_latency_model(other.name, base_path)
+    same = [f"{k} {getattr(target, k)}" for k in ("delegate", "precision", "abi")
+            if getattr(other, k) == getattr(target, k) and getattr(target, k)]
+    threads = (f"{base.threads} threads" if base.threads == target.threads else
+               f"{base.threads} threads, scaled to {target.threads} with parallel efficiency "
+               f"{base.parallel_efficiency:g}")
+    what = (f"nearest shipped {target.runtime} target: {', '.join(same + [threads])}; "
+            f"an estimate until {target.name} is measured")
+    return dataclasses.replace(
+        base, target=target.name, derived_from=other.name, origin=str(base_path),
+        coefficients={p: dict(c) for p, c in base.coefficients.items()},
+        sources=[{"kind": NEAREST_KIND, "base": other.name, "file": str(base_path), "what": what}] + list(base.sources),
+    )

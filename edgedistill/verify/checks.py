@@ -14,6 +14,7 @@ import numpy as np
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.errors import VerificationError
+from edgedistill.quality import chance_check
 from edgedistill.verify.runtime import OnnxModel, TFLiteModel, from_model_output, to_model_input
 
 
@@ -83,6 +84,7 @@ def verify_artifact(
     if report.agreement < min_agreement:
         report.problems.append(
             f"top-1 agreement with {reference} is {report.agreement:.4f} < {min_agreement}"
+            + _weak_reference_note(report.reference_accuracy, labels)
         )
     if isinstance(model, TFLiteModel):
         report.tensor_dtypes = model.tensor_dtypes()
@@ -106,6 +108,20 @@ def verify_artifact(
         if qdq == 0:
             report.problems.append("no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")
     return report
+
+
+def _weak_reference_note(reference_accuracy: float, labels: np.ndarray) -> str:
+    """A model barely above chance has tiny logit margins, so rounding to int8 (or any numeric
+    difference) flips many of its top-1 answers: that disagreement is about the model, not the
+    exporter, and the message says so."""
+    check = chance_check(reference_accuracy, labels)
+    if not check.weak:
+        return ""
+    where = "at chance" if check.near_chance else "weak"
+    return (f" (the reference itself is {where}: {100 * check.accuracy:.1f}% test accuracy against "
+            f"{100 * check.chance:.1f}% for always answering the commonest class, so its top-1 answers sit on "
+            "small logit margins that any rounding flips; this points at the teacher or the training "
+            "(accuracy, epochs), not at the exporter)")
 
 
 def require_all_passed(reports: list[ArtifactReport]) -> None:

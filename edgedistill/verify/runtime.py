@@ -58,11 +58,14 @@ class TFLiteModel:
         resolver = (
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin_only else OpResolverType.AUTO
         )
+        from edgedistill.jsonout import quiet_native_stderr
+
         self.path = Path(path)
-        self.interpreter = Interpreter(
-            str(path), num_threads=threads, experimental_op_resolver_type=resolver
-        )
-        self.interpreter.allocate_tensors()
+        with quiet_native_stderr():  # LiteRT's native "Created ... XNNPACK delegate" INFO line
+            self.interpreter = Interpreter(
+                str(path), num_threads=threads, experimental_op_resolver_type=resolver
+            )
+            self.interpreter.allocate_tensors()
         self._in = self.interpreter.get_input_details()[0]
         self._out = self.interpreter.get_output_details()[0]
         self._batch = None
