@@ -143,7 +143,7 @@ def targets_list(ctx: typer.Context) -> None:
     """List the hardware targets."""
     if ctx.invoked_subcommand is not None:
         return
-    from edgedistill.select.targets import available_targets, load_target
+    from edgedistill.hardware.targets import available_targets, load_target
 
     table = Table(title="targets")
     for col in ("name", "runtime", "delegate", "threads", "precision", "latency ms", "size KB", "memory MB", "device"):
@@ -162,7 +162,7 @@ def targets_show(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print one target's profile."""
-    from edgedistill.select.targets import load_target
+    from edgedistill.hardware.targets import load_target
 
     with stdout_to_stderr(json_out):
         t = load_target(name)
@@ -195,7 +195,8 @@ def verify(
 def _mount_subsystem_commands() -> None:
     """Commands that live beside their subsystem (each module keeps its own options)."""
     from edgedistill.bench.cli import bench
-    from edgedistill.select.cli import calibrate, select
+    from edgedistill.hardware.cli import calibrate
+    from edgedistill.select.cli import select
 
     app.command("bench")(bench)
     app.command("select")(select)

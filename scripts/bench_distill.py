@@ -39,12 +39,12 @@ from edgedistill.distill.assistant import distill_chain, plan_assistants, spec_p
 from edgedistill.distill.losses import LossWeights  # noqa: E402
 from edgedistill.distill.recipe import DEFAULT_INIT_FROM_TEACHER, apply_overrides, default_recipe  # noqa: E402
 from edgedistill.distill.trainer import TrainConfig, evaluate, train  # noqa: E402
+from edgedistill.jsonout import stdout_to_stderr  # noqa: E402
 from edgedistill.models.base import create_model  # noqa: E402
+from edgedistill.models.init import init_student_from_teacher  # noqa: E402
 from edgedistill.models.resnet import ResNetSpec  # noqa: E402
 from edgedistill.models.vit import ViTSpec  # noqa: E402
-from edgedistill.select.init_from_teacher import init_student_from_teacher  # noqa: E402
 from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN  # noqa: E402
-from edgedistill.jsonout import stdout_to_stderr  # noqa: E402
 
 METHODS = ["teacher", "scratch", "kd", "hint", "attention", "rkd", "combined", "assistant"]
 # On request only (--methods): labels alone from the teacher's weights, to separate what the
@@ -156,7 +156,6 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser):
         say(f"  {method:10s} acc {row['acc_mean']:.4f} +- {row['acc_std']:.4f}  {row['sec_per_epoch']:.3f} s/epoch")
 
     scratch = next((r for r in rows if r["method"] == "scratch"), None)
-    kd = next((r for r in rows if r["method"] == "kd"), None)
     for r in rows:
         r["time_vs_scratch"] = r["sec_per_epoch"] / scratch["sec_per_epoch"] if scratch else None
         if scratch and r["method"] not in ("scratch", "teacher"):

@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgedistill.bench import LatencyStore
+    from edgedistill.hardware.calibrate import CALIBRATION_INPUT, calibration_specs, measured_records
+    from edgedistill.hardware.latency_model import LatencyModel
+    from edgedistill.hardware.targets import load_target
     from edgedistill.jsonout import stdout_to_stderr
-    from edgedistill.select.calibrate import CALIBRATION_INPUT, calibration_specs, measured_records
-    from edgedistill.select.latency_model import LatencyModel
-    from edgedistill.select.targets import load_target
 
     target = load_target(args.target)
     if target.device_kind != "local":

@@ -1,6 +1,10 @@
 """Build the same tiny config twice from scratch and say whether the model files come out identical.
 
-    python scripts/check_determinism.py [--shared-teacher] [--keep] [--epochs 2 ...]
+    python scripts/check_determinism.py [--shared-teacher] [--keep] [--epochs 2 ...] [--against REV]
+
+``--against REV`` makes build a with the code of git revision REV (checked out into a temporary
+worktree) and build b with this checkout: a refactor that promises unchanged behaviour passes when
+both give byte-identical files.
 
 Each build runs in its own process with a fresh run directory and, by default, a fresh teacher cache
 (EDGEDISTILL_CACHE), so the teacher's training is checked too; ``--shared-teacher`` trains the
@@ -41,14 +45,20 @@ def sha256(path: Path) -> str | None:
     return hashlib.sha256(data).hexdigest()
 
 
-def build(root: Path, cache: Path, args) -> float:
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def build(root: Path, cache: Path, args, code: Path = CHECKOUT) -> float:
+    """One build in ``root`` with the edgedistill package (and targets, calibrations) of ``code``."""
     cmd = [sys.executable, "-m", "edgedistill.cli", "build", "--quiet", "--out", str(root / "dist"),
            "--run-dir", str(root / "run"), "--seed", str(args.seed), "--epochs", str(args.epochs),
            "--teacher-epochs", str(args.teacher_epochs), "--qat-epochs", str(args.qat_epochs), "--no-scratch",
            "--bench-runs", "3"]
-    env = {**os.environ, "EDGEDISTILL_CACHE": str(cache)}
+    env = {**os.environ, "EDGEDISTILL_CACHE": str(cache), "PYTHONPATH": str(code),
+           "EDGEDISTILL_TARGETS": str(code / "targets"), "EDGEDISTILL_CALIBRATION": str(code / "calibration")}
+    root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=root)
     if proc.returncode != 0:
         sys.exit(f"build in {root} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -67,14 +77,26 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--teacher-epochs", type=int, default=2)
     ap.add_argument("--qat-epochs", type=int, default=1)
+    ap.add_argument("--against", metavar="REV", help="build a with git revision REV's code, b with this checkout")
     args = ap.parse_args()
 
     top = Path(tempfile.mkdtemp(prefix="edgedistill-determinism-"))
     roots = [top / "a", top / "b"]
     caches = [top / "cache-a", top / "cache-a" if args.shared_teacher else top / "cache-b"]
-    for i, (root, cache) in enumerate(zip(roots, caches)):
-        secs = build(root, cache, args)
-        print(f"build {'ab'[i]}: {secs:.0f} s in {root} (teacher cache {cache})", flush=True)
+    codes = [CHECKOUT, CHECKOUT]
+    if args.against:
+        codes[0] = top / "code-a"
+        subprocess.run(["git", "-C", str(CHECKOUT), "worktree", "add", "--detach", str(codes[0]), args.against],
+                       check=True, capture_output=True)
+    try:
+        for i, (root, cache, code) in enumerate(zip(roots, caches, codes)):
+            secs = build(root, cache, args, code)
+            what = f"{args.against}'s code" if args.against and i == 0 else "this checkout"
+            print(f"build {'ab'[i]}: {secs:.0f} s in {root} with {what} (teacher cache {cache})", flush=True)
+    finally:
+        if args.against:
+            subprocess.run(["git", "-C", str(CHECKOUT), "worktree", "remove", "--force", str(codes[0])],
+                           capture_output=True)
 
     rows = []
     if not args.shared_teacher:

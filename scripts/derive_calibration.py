@@ -5,7 +5,7 @@
 
 Each derived file keeps its own cited figures (device ms per MAC, the int8/fp32 ratio, citations,
 reasoning: its ``derived`` source); only the host coefficients they scale are taken afresh from
-``calibration/host.json`` (:func:`edgedistill.select.calibrate.derive_latency_model`). Run it after
+``calibration/host.json`` (:func:`edgedistill.hardware.calibrate.derive_latency_model`). Run it after
 ``edgedistill calibrate --target host --write-repo`` so every target's model has the same features.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgedistill.fsutil import write_json_atomic  # noqa: E402
+from edgedistill.hardware.calibrate import derive_latency_model  # noqa: E402
+from edgedistill.hardware.latency_model import calibration_path, load_latency_model  # noqa: E402
+from edgedistill.hardware.targets import available_targets, load_target  # noqa: E402
 from edgedistill.models.mobilenet import MobileNetSpec  # noqa: E402
 from edgedistill.models.resnet import ResNetSpec  # noqa: E402
-from edgedistill.select.calibrate import derive_latency_model  # noqa: E402
-from edgedistill.select.latency_model import calibration_path, load_latency_model  # noqa: E402
-from edgedistill.select.targets import available_targets, load_target  # noqa: E402
 
 # Two students of the default build's size, to show what the re-derivation changes.
 PROBES = [ResNetSpec(1, 10, (12, 24, 48), (1, 1, 1)), MobileNetSpec(1, 10, (16, 32, 64), (1, 1, 1), 4)]

@@ -26,7 +26,7 @@ def main() -> int:
     import torch
 
     from edgedistill.data.digits import load_digits_dataset
-    from edgedistill.export.tflite import export_tflite_int8
+    from edgedistill.backends.tflite.convert import export_tflite_int8
     from edgedistill.models import create_model
     from edgedistill.models.mobilenet import MobileNetSpec
     from edgedistill.models.resnet import ResNetSpec

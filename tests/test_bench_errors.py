@@ -94,7 +94,7 @@ def test_bench_keeps_the_native_delegate_line_off_stderr(models, attr):
 
 
 def test_verify_runtime_keeps_the_native_delegate_line_off_stderr(models):
-    code = ("import sys; from edgedistill.verify.runtime import TFLiteModel; "
+    code = ("import sys; from edgedistill.backends.tflite.runtime import TFLiteModel; "
             f"m = TFLiteModel({str(models.tflite_dynamic)!r}); print('loaded', file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -104,7 +104,7 @@ def test_verify_runtime_keeps_the_native_delegate_line_off_stderr(models):
 def test_edgedistill_debug_keeps_the_native_line(models):
     import os
 
-    code = f"from edgedistill.verify.runtime import TFLiteModel; TFLiteModel({str(models.tflite_dynamic)!r})"
+    code = f"from edgedistill.backends.tflite.runtime import TFLiteModel; TFLiteModel({str(models.tflite_dynamic)!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "EDGEDISTILL_DEBUG": "1"})
     assert done.returncode == 0, done.stderr

@@ -126,7 +126,10 @@ def fake_result(tmp_path: Path):
     model = tmp_path / "artifacts" / "model.tflite"
     model.parent.mkdir(exist_ok=True)
     model.write_bytes(b"TFL3 new model")
-    return SimpleNamespace(artifact_paths=lambda: {"model.tflite": model},
+    from edgedistill.backends.tflite import MODEL
+
+    return SimpleNamespace(artifact_paths=lambda: {"model.tflite": model}, artifacts=[MODEL.at(model)],
+                           verification=[SimpleNamespace(predictions=None)],
                            data=SimpleNamespace(class_names=("a", "b")),
                            config=SimpleNamespace(to_dict=lambda: {}), stage_seconds={}, gates=[])
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -110,21 +109,10 @@ def test_the_record_survives_the_manifest_round_trip():
 
 
 def fake_result(data):
-    """The least of a BuildResult that build_manifest reads."""
-    io = {"dtype": "int8", "shape": [1, 1, 16, 16], "layout": "NCHW", "scale": 0.1, "zero_point": 0}
-    verification = [{"file": "model.tflite", "format": "tflite", "precision": "int8", "input": io, "output": io,
-                     "accuracy": 0.9, "agreement": 1.0, "reference": "torch", "max_abs_logit_diff": 0.0,
-                     "builtin_kernels_accuracy": None, "tensor_dtypes": {}}]
-    budgets = SimpleNamespace(latency_ms=5.0, model_size_kb=64.0, peak_memory_mb=32.0)
-    target = SimpleNamespace(name="android-arm64", description="", cpu="", isa="", abi="", runtime="litert",
-                             delegate="xnnpack", threads=4, precision="int8", budgets=budgets)
-    student = SimpleNamespace(params=10, spec={}, test_acc=0.9, assistants=[])
-    return SimpleNamespace(
-        data=data, verification=verification, benchmarks={}, target=target, student=student, scratch=None,
-        config=SimpleNamespace(seed=0, to_dict=lambda: {}), teacher={"params": 100, "test_acc": 0.95, "source": {}},
-        qat={"test_acc": 0.9}, loss="kd", augment=False, export={"calibration": {}},
-        selection={"rule": "largest that fits", "chosen": {"name": "s"}, "candidates": []},
-    )
+    """A BuildResult of typed records (nothing trained) for build_manifest to read."""
+    from bench_support.build_result import fake_build_result
+
+    return fake_build_result(data)
 
 
 def test_the_manifest_keeps_the_record_and_the_reports_say_it(noisy):

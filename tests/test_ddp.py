@@ -35,6 +35,12 @@ def test_a_single_process_shard_is_the_whole_permutation():
     assert torch.equal(p, perm) and v is None
 
 
+def test_the_collective_helpers_import_nothing_of_the_trainer():
+    code = "import sys, edgedistill.distill.ddp; print('edgedistill.distill.trainer' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
+
+
 def _torchrun() -> list[str]:
     exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
@@ -42,7 +48,7 @@ def _torchrun() -> list[str]:
 
 def test_torchrun_with_two_cpu_processes_trains_and_rank_0_prints_the_accuracy(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "edgedistill.distill.ddp",
+    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "edgedistill.distill.ddp_demo",
            "--epochs", "3", "--checkpoint-dir", str(tmp_path / "ckpt")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]

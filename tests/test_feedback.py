@@ -34,14 +34,14 @@ def _npz(path: Path, n: int = 500, size: int = 32) -> Path:
 
 def test_a_missed_budget_is_measured_refit_and_met(tmp_path, monkeypatch):
     from edgedistill.config import BuildConfig
+    from edgedistill.data.load import load_dataset
+    from edgedistill.hardware.latency_model import load_latency_model
+    from edgedistill.hardware.targets import load_target
     from edgedistill.models import count_parameters, create_model
     from edgedistill.pipeline import build
     from edgedistill.progress import Reporter
     from edgedistill.select.candidates import select_student
-    from edgedistill.select.latency_model import load_latency_model
-    from edgedistill.select.targets import load_target
     from edgedistill.teacher.builtin import default_teacher_spec
-    from edgedistill.data.load import load_dataset
 
     data_path = _npz(tmp_path / "bars.npz")
     data = load_dataset(data_path)
@@ -56,7 +56,7 @@ def test_a_missed_budget_is_measured_refit_and_met(tmp_path, monkeypatch):
     assert big > 2 * small, "the candidate ladder must span a clear range of latency"
     # The shipped host model was fitted on another machine: scale the budget by how fast this one
     # runs the biggest candidate, so the budget sits between the ladder's ends here too.
-    from edgedistill.select.calibrate import export_for_latency, measure
+    from edgedistill.hardware.calibrate import export_for_latency, measure
 
     probe = export_for_latency(fitting[0].spec, data.input_shape_nchw, "int8", tmp_path / "probe.tflite")
     speed = measure(probe, threads=1, warmup=20, runs=200).median_ms / big
@@ -75,7 +75,9 @@ def test_a_missed_budget_is_measured_refit_and_met(tmp_path, monkeypatch):
                       bench_warmup=20, max_latency_ms=budget, max_rounds=6)
     result = build(cfg, Reporter(quiet=True))
 
-    rounds = result.feedback_rounds
+    import dataclasses
+
+    rounds = [dataclasses.asdict(r) for r in result.feedback_rounds]
     print(f"budget {budget:.4f} ms; rounds:", json.dumps(rounds, indent=1))  # shown with pytest -s
     assert len(rounds) >= 2
     assert rounds[0]["candidate"] == fitting[0].name and not rounds[0]["within_budget"]

@@ -118,7 +118,7 @@ def test_quiet_native_stderr_drops_only_the_delegate_line():
 STUBBED_LATENCY_SCRIPT = textwrap.dedent("""
     import os, runpy, sys
     from types import SimpleNamespace
-    import edgedistill.select.calibrate as calibrate
+    import edgedistill.hardware.calibrate as calibrate
 
     def export_all(jobs, input_shape, workers=1, progress=None):
         print("Converting model ... 100%")

@@ -5,19 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from edgedistill.hardware.cost import FEATURES, model_cost, padded_macs
+from edgedistill.hardware.latency_model import LatencyModel, LatencyRecord, load_latency_model
+from edgedistill.hardware.targets import available_targets
 from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.paths import calibration_dir
-from edgedistill.select.latency_model import (
-    FEATURES,
-    LatencyModel,
-    LatencyRecord,
-    load_latency_model,
-    model_cost,
-    padded_macs,
-)
-from edgedistill.select.targets import available_targets
 
 SHAPE = (1, 8, 8)
 
@@ -130,8 +124,8 @@ def test_every_target_ships_a_calibration_file_whose_figures_name_their_source(t
 def test_derived_calibrations_are_up_to_date_with_the_host_one(target):
     """After recalibrating the host, `python scripts/derive_calibration.py` must be rerun: a derived
     target scales the host's coefficients, and a stale file would predict from an old host model."""
-    from edgedistill.select.calibrate import derive_latency_model
-    from edgedistill.select.targets import load_target
+    from edgedistill.hardware.calibrate import derive_latency_model
+    from edgedistill.hardware.targets import load_target
 
     model = load_latency_model(target)
     src = next(s for s in model.sources if s["kind"] == "derived")

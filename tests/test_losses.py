@@ -6,19 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgedistill.distill.losses import (
-    DistillationLoss,
+from edgedistill.distill.loss_functions import (
     HintAdapter,
-    LossWeights,
     attention_map,
     attention_transfer_loss,
     dist_loss,
     hint_loss,
     kd_loss,
-    parse_loss_weights,
     rkd_loss,
     transformer_attention_loss,
 )
+from edgedistill.distill.losses import DistillationLoss, LossWeights, parse_loss_weights
 from edgedistill.errors import InputError
 from edgedistill.models import vit  # noqa: F401  (registers "vit")
 from edgedistill.models.base import create_model
@@ -217,14 +215,14 @@ def test_distillation_loss_resnet_to_resnet():
     student = create_model(ResNetSpec(1, 10, (8, 16, 32)))
     loss_fn = _check_all_components(teacher, student)
     assert loss_fn.paths_student == ["stages.0", "stages.1", "stages.2", "pool"]
-    assert not loss_fn.attention_on_probs
+    assert not loss_fn.terms["attention"].on_probs
 
 
 def test_distillation_loss_vit_to_vit_with_other_dims_and_heads():
     teacher = create_model(ViTSpec(1, 10, 8, dim=64, depth=4, heads=4))
     student = create_model(ViTSpec(1, 10, 8, dim=32, depth=2, heads=2))
     loss_fn = _check_all_components(teacher, student)
-    assert loss_fn.attention_on_probs
+    assert loss_fn.terms["attention"].on_probs
     assert "blocks.3.attn.attn_probs" in loss_fn.paths_teacher
 
 

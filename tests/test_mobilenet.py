@@ -58,10 +58,10 @@ def test_qat_int8_tflite_of_a_mobilenet_is_fully_integer_and_agrees(digits, tmp_
     """Depthwise convs go through PT2E QAT and litert-torch into a fully integer .tflite that the
     build's own verification accepts, and fp32 TFLite/ONNX match the torch student."""
     from edgedistill.distill.trainer import TrainConfig, train
-    from edgedistill.export.onnx import export_onnx_fp32
-    from edgedistill.export.tflite import export_tflite_fp32, export_tflite_int8
+    from edgedistill.backends.onnx.convert import export_onnx_fp32
+    from edgedistill.backends.tflite.convert import export_tflite_fp32, export_tflite_int8
     from edgedistill.quantize.qat import QATConfig, qat_finetune
-    from edgedistill.verify.checks import verify_artifact
+    from edgedistill.verify.checks import verify_file
 
     torch.manual_seed(0)
     student = create_model(MobileNetSpec(1, 10, (8, 16, 32), (1, 1, 1), 4))
@@ -75,10 +75,10 @@ def test_qat_int8_tflite_of_a_mobilenet_is_fully_integer_and_agrees(digits, tmp_
     with torch.no_grad():
         ref_int8 = converted(test_x).numpy()
         ref_fp32 = student.eval()(test_x).numpy()
-    int8 = verify_artifact(tmp_path / "int8.tflite", "int8", digits, ref_int8, "qat", 0.98)
+    int8 = verify_file(tmp_path / "int8.tflite", "int8", digits, ref_int8, "qat", 0.98)
     assert int8.passed, int8.problems
     assert int8.input["dtype"] == "int8" and int8.builtin_kernels_accuracy is not None
     assert int8.accuracy > 0.8 and abs(int8.accuracy - result.test_acc) <= 0.02
     for name in ("fp32.tflite", "fp32.onnx"):
-        report = verify_artifact(tmp_path / name, "fp32", digits, ref_fp32, "fp32", 0.995)
+        report = verify_file(tmp_path / name, "fp32", digits, ref_fp32, "fp32", 0.995)
         assert report.passed and report.max_abs_logit_diff < 1e-3, (name, report.problems)

@@ -56,8 +56,8 @@ def test_calibrate_write_repo_refuses_to_rewrite_installed_package_data(tmp_path
     """In a wheel install there is no repository: --write-repo is refused before measuring anything."""
     import edgedistill.paths as paths
     from edgedistill.errors import InputError
-    from edgedistill.select.calibrate import calibrate
-    from edgedistill.select.targets import load_target
+    from edgedistill.hardware.calibrate import calibrate
+    from edgedistill.hardware.targets import load_target
 
     package = tmp_path / "site-packages" / "edgedistill"
     (package / "_calibration").mkdir(parents=True)

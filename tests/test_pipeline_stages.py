@@ -9,11 +9,11 @@ import torch
 from edgedistill.data.digits import load_digits_dataset
 from edgedistill.data.split import stratified_split
 from edgedistill.errors import InputError
+from edgedistill.hardware.targets import available_targets, load_target
 from edgedistill.models import count_parameters, create_model
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.rundir import RunDir
 from edgedistill.select.candidates import evaluate_candidates
-from edgedistill.select.targets import available_targets, load_target
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_rundir_skips_finished_stages_and_resumes_interrupted_ones(tmp_path):
 def qat_artifacts(digits, tmp_path_factory):
     """A tiny student through QAT and every export, once for the tests below."""
     from edgedistill.distill.trainer import TrainConfig, train
-    from edgedistill.export.onnx import export_onnx_fp32, quantize_onnx_int8
-    from edgedistill.export.tflite import export_tflite_fp32, export_tflite_int8
+    from edgedistill.backends.onnx.convert import export_onnx_fp32, quantize_onnx_int8
+    from edgedistill.backends.tflite.convert import export_tflite_fp32, export_tflite_int8
     from edgedistill.quantize.qat import QATConfig, qat_finetune
 
     out = tmp_path_factory.mktemp("artifacts")
@@ -118,10 +118,10 @@ def qat_artifacts(digits, tmp_path_factory):
 
 
 def test_qat_int8_tflite_is_fully_integer_and_agrees_with_its_torch_reference(digits, qat_artifacts):
-    from edgedistill.verify.checks import verify_artifact
+    from edgedistill.verify.checks import verify_file
 
     out, ref_int8, _, result = qat_artifacts
-    report = verify_artifact(out / "int8.tflite", "int8", digits, ref_int8, "qat", 0.99)
+    report = verify_file(out / "int8.tflite", "int8", digits, ref_int8, "qat", 0.99)
     assert report.passed, report.problems
     assert report.input["dtype"] == "int8" and report.input["layout"] == "NHWC"
     assert report.builtin_kernels_accuracy is not None  # ran without XNNPACK
@@ -129,11 +129,11 @@ def test_qat_int8_tflite_is_fully_integer_and_agrees_with_its_torch_reference(di
 
 
 def test_verification_rejects_a_float_model_posing_as_int8(digits, qat_artifacts):
-    from edgedistill.verify.checks import require_all_passed, verify_artifact
+    from edgedistill.verify.checks import require_all_passed, verify_file
     from edgedistill.errors import VerificationError
 
     out, _, ref_fp32, _ = qat_artifacts
-    report = verify_artifact(out / "fp32.tflite", "int8", digits, ref_fp32, "fp32", 0.99)
+    report = verify_file(out / "fp32.tflite", "int8", digits, ref_fp32, "fp32", 0.99)
     assert not report.passed
     assert any("not int8" in p or "not fully integer" in p for p in report.problems)
     with pytest.raises(VerificationError, match="fp32.tflite"):
@@ -141,21 +141,21 @@ def test_verification_rejects_a_float_model_posing_as_int8(digits, qat_artifacts
 
 
 def test_verification_rejects_disagreeing_logits(digits, qat_artifacts):
-    from edgedistill.verify.checks import verify_artifact
+    from edgedistill.verify.checks import verify_file
 
     out, _, ref_fp32, _ = qat_artifacts
     shuffled = np.roll(ref_fp32, 1, axis=1)  # a reference whose top-1 never matches
-    report = verify_artifact(out / "fp32.onnx", "fp32", digits, shuffled, "fp32", 0.99)
+    report = verify_file(out / "fp32.onnx", "fp32", digits, shuffled, "fp32", 0.99)
     assert not report.passed and "agreement" in report.problems[0]
 
 
 def test_onnx_exports_agree_with_torch(digits, qat_artifacts):
-    from edgedistill.verify.checks import verify_artifact
+    from edgedistill.verify.checks import verify_file
 
     out, _, ref_fp32, _ = qat_artifacts
-    fp32 = verify_artifact(out / "fp32.onnx", "fp32", digits, ref_fp32, "fp32", 0.995)
+    fp32 = verify_file(out / "fp32.onnx", "fp32", digits, ref_fp32, "fp32", 0.995)
     assert fp32.passed and fp32.max_abs_logit_diff < 1e-3
-    int8 = verify_artifact(out / "int8.onnx", "int8", digits, ref_fp32, "fp32", 0.9)
+    int8 = verify_file(out / "int8.onnx", "int8", digits, ref_fp32, "fp32", 0.9)
     assert int8.passed, int8.problems
     assert int8.tensor_dtypes["QuantizeLinear+DequantizeLinear nodes"] > 0
 
@@ -202,11 +202,11 @@ def test_model_inputs_have_canonical_strides_even_for_one_channel(digits):
 def test_augmented_batches_have_canonical_strides():
     """torch's .contiguous() keeps the odd stride of a permuted one-channel batch; the trainer's
     shifted views must not (the same conv-backward crash as above)."""
-    from edgedistill.distill.trainer import _shift_views, canonical
+    from edgedistill.distill.batches import canonical, shift_views
 
     x = torch.randn(8, 1, 28, 28)
     views = torch.arange(8) % 9
-    assert _shift_views(x, views).stride() == (784, 784, 28, 1)
+    assert shift_views(x, views).stride() == (784, 784, 28, 1)
     odd = torch.randn(8, 28, 28, 1).permute(0, 3, 1, 2)
     assert odd.contiguous().stride() != (784, 784, 28, 1)  # why canonical() exists
     assert canonical(odd).stride() == (784, 784, 28, 1) and torch.equal(canonical(odd), odd)

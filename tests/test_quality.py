@@ -62,7 +62,7 @@ def test_verification_failure_on_a_weak_student_says_it_is_not_an_exporter_bug(t
 
 def test_collapsed_student_is_warned_about(monkeypatch):
     from edgedistill.data.digits import load_digits_dataset
-    from edgedistill.pipeline import _check_student
+    from edgedistill.stages.student import check_student as _check_student
 
     data = load_digits_dataset(seed=0)
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 
+from edgedistill.hardware.calibrate import refit_from_measurement
+from edgedistill.hardware.latency_model import LatencyRecord, load_latency_model
+from edgedistill.hardware.targets import load_target
 from edgedistill.models.resnet import ResNetSpec
-from edgedistill.select.calibrate import refit_from_measurement
-from edgedistill.select.latency_model import LatencyRecord, load_latency_model
-from edgedistill.select.targets import load_target
 
 
 def test_a_few_measurements_only_rescale_the_prior():

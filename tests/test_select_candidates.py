@@ -2,6 +2,9 @@
 
 import json
 
+from edgedistill.hardware.cost import FEATURES
+from edgedistill.hardware.latency_model import LatencyModel
+from edgedistill.hardware.targets import load_target
 from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
@@ -11,8 +14,6 @@ from edgedistill.select.candidates import (
     shrink_specs,
     zoo_teacher_spec,
 )
-from edgedistill.select.latency_model import FEATURES, LatencyModel
-from edgedistill.select.targets import load_target
 
 SHAPE = (1, 8, 8)
 

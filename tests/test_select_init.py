@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from edgedistill.models import create_model
+from edgedistill.models.init import evenly_spaced, init_student_from_teacher
 from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
-from edgedistill.select.init_from_teacher import evenly_spaced, init_student_from_teacher
 
 
 def test_evenly_spaced_keeps_first_and_last():

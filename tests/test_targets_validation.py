@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from edgedistill.errors import InputError
+from edgedistill.hardware.latency_model import load_latency_model
+from edgedistill.hardware.targets import load_target
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.paths import calibration_dir
 from edgedistill.select.candidates import select_student
-from edgedistill.select.latency_model import load_latency_model
-from edgedistill.select.targets import load_target
 
 GOOD = """\
 name = "my-pi"
@@ -130,7 +130,7 @@ def test_build_with_a_bad_target_exits_2_before_any_work(tmp_path):
 
 
 def test_a_target_without_calibration_derives_from_the_nearest_shipped_one(tmp_path):
-    from edgedistill.select.latency_model import latency_model_for
+    from edgedistill.hardware.latency_model import latency_model_for
 
     target = load_target(str(_write(tmp_path, GOOD)))
     model = latency_model_for(target)
@@ -149,8 +149,8 @@ def test_a_target_without_calibration_derives_from_the_nearest_shipped_one(tmp_p
 
 
 def test_a_user_calibration_in_the_cache_comes_before_the_shipped_one(tmp_path):
+    from edgedistill.hardware.latency_model import latency_model_for
     from edgedistill.paths import user_calibration_dir
-    from edgedistill.select.latency_model import latency_model_for
 
     target = load_target(str(_write(tmp_path, GOOD)))
     user_calibration_dir().mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def test_a_user_calibration_in_the_cache_comes_before_the_shipped_one(tmp_path):
 
 
 def test_no_shipped_target_of_the_runtime_is_refused_with_what_to_run(tmp_path, monkeypatch):
-    from edgedistill.select.latency_model import latency_model_for
+    from edgedistill.hardware.latency_model import latency_model_for
 
     empty = tmp_path / "no-targets"
     empty.mkdir()

@@ -11,15 +11,10 @@ import torch
 
 from edgedistill.data.dataset import Split
 from edgedistill.data.digits import load_digits_dataset
+from edgedistill.distill.batches import shift_views
 from edgedistill.distill.losses import LossWeights
-from edgedistill.distill.trainer import (
-    TrainConfig,
-    TrainingDivergedError,
-    _shift_views,
-    _TeacherCache,
-    _teacher_outputs,
-    train,
-)
+from edgedistill.distill.teacher_cache import TeacherCache, teacher_outputs
+from edgedistill.distill.trainer import TrainConfig, TrainingDivergedError, train
 from edgedistill.models.base import create_model
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
@@ -152,19 +147,19 @@ def test_the_cached_view_is_exactly_what_the_teacher_sees_on_the_students_augmen
     teacher = _resnet((8, 16), seed=7).eval()
     x = torch.from_numpy(tiny.inputs("train"))
     paths = ["stages.0"]
-    cache = _TeacherCache(teacher, paths, x, 9, float(x.amin()), torch.device("cpu"), use_bf16=False)
+    cache = TeacherCache(teacher, paths, x, 9, float(x.amin()), torch.device("cpu"), use_bf16=False)
     idx = torch.tensor([5, 0, 77, 159, 12])
     views = torch.tensor([0, 4, 8, 3, 7])
     logits, feats = cache.lookup(idx, views)
-    direct_logits, direct_feats = _teacher_outputs(teacher, paths, _shift_views(x[idx], views), use_bf16=False)
+    direct_logits, direct_feats = teacher_outputs(teacher, paths, shift_views(x[idx], views), use_bf16=False)
     torch.testing.assert_close(logits, direct_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(feats["stages.0"], direct_feats["stages.0"], rtol=1e-5, atol=1e-5)
 
 
 def test_view_4_is_the_unshifted_image_and_shifts_fill_with_background(tiny):
     x = torch.from_numpy(tiny.inputs("train"))[:3]
-    assert torch.equal(_shift_views(x, torch.full((3,), 4)), x)
-    down_right = _shift_views(x, torch.zeros(3, dtype=torch.long))  # dy = dx = -1: content moves down-right
+    assert torch.equal(shift_views(x, torch.full((3,), 4)), x)
+    down_right = shift_views(x, torch.zeros(3, dtype=torch.long))  # dy = dx = -1: content moves down-right
     assert torch.equal(down_right[:, :, 1:, 1:], x[:, :, :-1, :-1])
     assert torch.all(down_right[:, :, 0, :] == x.amin())
 

@@ -78,11 +78,12 @@ def test_scales_in_depth_and_width():
 def test_vit_tflite_has_a_fixed_batch_of_one_and_runs_any_number_of_images(tmp_path):
     """litert-torch 0.10 bakes the sample's batch into a ViT's reshapes, so the ViT is exported at
     batch 1, says so, and the runtime feeds it one image at a time."""
-    from edgedistill.export.tflite import dynamic_batch_exports, export_tflite_fp32
-    from edgedistill.verify.runtime import TFLiteModel
+    from edgedistill.backends.tflite.convert import export_tflite_fp32
+    from edgedistill.models import family_of
+    from edgedistill.backends.tflite.runtime import TFLiteModel
 
     spec = ViTSpec(1, 10, 8, 2, 16, 1, 2)
-    assert not dynamic_batch_exports(spec)
+    assert not family_of(spec).dynamic_batch
     torch.manual_seed(0)
     model = create_model(spec).eval()
     x = torch.randn(7, 1, 8, 8)
@@ -97,9 +98,12 @@ def test_vit_tflite_has_a_fixed_batch_of_one_and_runs_any_number_of_images(tmp_p
 def test_a_vit_teacher_is_refused_for_an_int8_target_before_any_training():
     from edgedistill.data.digits import load_digits_dataset
     from edgedistill.errors import InputError
-    from edgedistill.pipeline import _select
-    from edgedistill.select.targets import load_target
+    from edgedistill.hardware.targets import load_target
+    from edgedistill.config import BuildConfig
+    from edgedistill.progress import Reporter
+    from edgedistill.stages.select import select_stage
 
     teacher = create_model(ViTSpec(1, 10, 8, 2, 32, 2, 2))
     with pytest.raises(InputError, match="LayerNorm, softmax and GELU"):
-        _select(None, load_target("android-arm64"), teacher, 10**6, load_digits_dataset(), None)
+        select_stage(BuildConfig(), load_target("android-arm64"), teacher, 10**6, load_digits_dataset(),
+                     Reporter(quiet=True))

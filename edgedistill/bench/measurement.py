@@ -9,6 +9,19 @@ from typing import Any
 
 
 @dataclass
+class MeasuredModel:
+    """What a measured file is, for refitting a latency model from the measurement: the zoo spec
+    it was built from, its input shape (C, H, W), its precision and the target it stood for."""
+
+    spec: dict
+    input_shape: list[int]
+    precision: str  # "int8" | "fp32"
+    target: str = ""
+
+    _KEYS = ("spec", "input_shape", "precision", "target")
+
+
+@dataclass
 class Measurement:
     """Everything needed to compare runs later and to refit the latency model from them.
 
@@ -38,6 +51,7 @@ class Measurement:
     first_inference_ms: float | None = None
     timestamp: str = field(default_factory=lambda: utc_now())
     extra: dict = field(default_factory=dict)
+    model: MeasuredModel | None = None  # set by the build and calibration, which know what they measured
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,6 +69,16 @@ class Measurement:
                    and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ValueError(f"measurement record lacks {', '.join(missing)}")
+        model = known.get("model")
+        extra = dict(known.get("extra") or {})
+        if model is None and "spec" in extra and "input_shape" in extra:
+            # Records written before ``model`` existed kept the same facts in ``extra``.
+            model = {k: extra.pop(k) for k in MeasuredModel._KEYS if k in extra}
+            known["extra"] = extra
+        if isinstance(model, dict):
+            name = str(known["model_file"]).rsplit("/", 1)[-1]
+            model.setdefault("precision", "int8" if "int8" in name or name == "model.tflite" else "fp32")
+            known["model"] = MeasuredModel(**{k: model[k] for k in MeasuredModel._KEYS if k in model})
         return cls(**known)
 
     def device_label(self) -> str:

@@ -22,7 +22,6 @@ did anything.
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 from edgedistill.bundle import plots
 from edgedistill.bundle.report import data_notes, describe_spec, selection_note
@@ -330,20 +329,6 @@ def _history(train: dict | None) -> list[dict]:
             for h in (train or {}).get("history", [])]
 
 
-def _teacher_history(teacher: dict) -> list[dict]:
-    """The built-in teacher keeps its history in its cache entry; a user's teacher has none."""
-    import json
-
-    cache = (teacher.get("source") or {}).get("cache")
-    if not cache:
-        return []
-    try:
-        meta = json.loads((Path(cache) / "meta.json").read_text())
-    except (OSError, ValueError):
-        return []
-    return _history(meta.get("history"))
-
-
 def confusion_matrix(labels, predictions, num_classes: int) -> list[list[int]]:
     import numpy as np
 
@@ -352,47 +337,31 @@ def confusion_matrix(labels, predictions, num_classes: int) -> list[list[int]]:
     return m.tolist()
 
 
-def extras_from_result(result, model_path: Path | None = None, gates: list | None = None) -> dict:
-    """Collect ``extras`` from a pipeline ``BuildResult``; a part that is unavailable is left out.
+def extras_from_result(result, main_predictions=None) -> dict:
+    """Collect ``extras`` from a pipeline ``BuildResult``. ``main_predictions``: the main artifact's
+    top-1 answers on the test split, as verification recorded them (the confusion matrix)."""
+    import dataclasses
 
-    ``model_path`` is the int8 .tflite to draw the confusion matrix from (run on the test split,
-    fed through the manifest's contract); ``gates`` are GateResults or their dicts.
-    """
-    extras: dict = {}
-    selection = getattr(result, "selection", None) or {}
-    if selection.get("candidates"):
-        chosen = selection.get("chosen", {}).get("name")
-        cands = []
-        for c in selection["candidates"]:
-            c = dict(c)
-            if c.get("name") == chosen and c.get("accuracy") is None and getattr(result, "student", None):
-                c["accuracy"] = result.student.test_acc
-            cands.append(c)
-        extras["candidates"], extras["chosen"] = cands, chosen
-    curves = {}
-    if getattr(result, "student", None) is not None:
-        curves["distill"] = _history(result.student.train)
-    if getattr(result, "scratch", None) is not None:
+    selection = result.selection
+    chosen = selection.chosen.name if selection.chosen else None
+    cands = []
+    for cand in selection.candidates:
+        c = cand.to_dict()
+        if c.get("name") == chosen and c.get("accuracy") is None:
+            c["accuracy"] = result.student.test_acc
+        cands.append(c)
+    extras: dict = {"candidates": cands, "chosen": chosen} if cands else {}
+    curves = {"distill": _history(result.student.train), "teacher": list(result.teacher.history)}
+    if result.scratch is not None:
         curves["scratch"] = _history(result.scratch.train)
-    if getattr(result, "teacher", None):
-        curves["teacher"] = _teacher_history(result.teacher)
     extras["training_curves"] = {k: v for k, v in curves.items() if v}
-    if getattr(result, "stage_seconds", None):
+    if result.stage_seconds:
         extras["stage_seconds"] = dict(result.stage_seconds)
-    rounds = getattr(result, "feedback_rounds", None) or selection.get("feedback_rounds")
-    if rounds:
-        extras["feedback_rounds"] = list(rounds)
-    if gates:
-        extras["gates"] = [g if isinstance(g, dict) else g.to_dict() for g in gates]
-    if model_path is not None and getattr(result, "data", None) is not None:
-        try:
-            from edgedistill.verify.runtime import from_model_output, load_artifact, to_model_input
-
-            model = load_artifact(model_path)
-            data = result.data
-            x = to_model_input(data.test.images, data.preprocessing, model.input_spec)
-            pred = from_model_output(model.run(x), model.output_spec).argmax(1)
-            extras["confusion_matrix"] = confusion_matrix(data.test.labels, pred, data.num_classes)
-        except Exception:  # the report must never fail a build that verified
-            pass
+    if result.feedback_rounds:
+        extras["feedback_rounds"] = [dataclasses.asdict(r) for r in result.feedback_rounds]
+    if result.gates:
+        extras["gates"] = [g.to_dict() for g in result.gates]
+    if main_predictions is not None:
+        data = result.data
+        extras["confusion_matrix"] = confusion_matrix(data.test.labels, main_predictions, data.num_classes)
     return extras

@@ -22,51 +22,56 @@ def _io(report: dict, pre: dict | None) -> dict:
 
 
 def _load_report(data) -> dict:
-    return (getattr(data, "load_report", None) or DataLoadReport()).to_dict()
+    return (data.load_report or DataLoadReport()).to_dict()
+
+
+_LATENCY_KEYS = ("median_ms", "p90_ms", "mean_ms", "runs", "warmup", "threads", "delegate", "device", "device_info")
+
+
+def _latency(m) -> dict:
+    """A Measurement as the manifest's latency entry (all None for an artifact not measured)."""
+    if m is None:
+        return {**dict.fromkeys(_LATENCY_KEYS), "runtime": None, "measured_on": None}
+    return {
+        **{k: getattr(m, k) for k in _LATENCY_KEYS},
+        "runtime": f"{m.runtime} {m.runtime_version}",
+        # Host figures are this build machine's, not the target's.
+        "measured_on": "host" if m.is_host else "device",
+    }
 
 
 def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
+    """The manifest of ``result`` (a pipeline BuildResult) whose bundle holds ``files``."""
+    import dataclasses
+
     data = result.data
     pre = data.preprocessing.to_dict()
-    reports = {r["file"]: r for r in result.verification}
-    main = reports["model.tflite"]
+    shipped = [(a, r) for a, r in zip(result.artifacts, result.verification) if a.spec.ships]
+    main_artifact, main = next((a, r) for a, r in shipped if a.spec.main)
     artifacts = {}
-    for name, r in reports.items():
-        bench = result.benchmarks.get(name, {})
-        artifacts[name] = {
-            "format": r["format"],
-            "precision": r["precision"],
-            "input": _io(r["input"], pre),
-            "output": r["output"],
-            "accuracy": r["accuracy"],
-            "agreement": r["agreement"],
-            "agreement_reference": r["reference"],
-            "max_abs_logit_diff": r["max_abs_logit_diff"],
-            "builtin_kernels_accuracy": r["builtin_kernels_accuracy"],
-            "tensor_dtypes": r["tensor_dtypes"],
-            "latency": {
-                "median_ms": bench.get("median_ms"),
-                "p90_ms": bench.get("p90_ms"),
-                "mean_ms": bench.get("mean_ms"),
-                "runs": bench.get("runs"),
-                "warmup": bench.get("warmup"),
-                "threads": bench.get("threads"),
-                "delegate": bench.get("delegate"),
-                "runtime": f"{bench.get('runtime')} {bench.get('runtime_version')}",
-                "device": bench.get("device"),
-                # Host figures are this build machine's, not the target's.
-                "measured_on": "host" if bench.get("is_host") else "device",
-                "device_info": bench.get("device_info"),
-            },
+    for a, r in shipped:
+        artifacts[a.name] = {
+            "format": r.format,
+            "precision": r.precision,
+            "input": _io(r.input, pre),
+            "output": r.output,
+            "accuracy": r.accuracy,
+            "agreement": r.agreement,
+            "agreement_reference": r.reference,
+            "max_abs_logit_diff": r.max_abs_logit_diff,
+            "builtin_kernels_accuracy": r.builtin_kernels_accuracy,
+            "tensor_dtypes": r.tensor_dtypes,
+            "latency": _latency(result.benchmarks.get(a.name)),
         }
     target = result.target
     student, scratch = result.student, result.scratch
+    teacher, selection = result.teacher, result.selection
     cfg = result.config
     return {
         "schema_version": SCHEMA_VERSION,
-        "model": "model.tflite",
-        "input": _io(main["input"], pre),
-        "output": {**main["output"], "meaning": "logits; apply softmax for probabilities"},
+        "model": main_artifact.name,
+        "input": _io(main.input, pre),
+        "output": {**main.output, "meaning": "logits; apply softmax for probabilities"},
         "labels": list(data.class_names),
         "labels_file": "labels.txt",
         "artifacts": artifacts,
@@ -77,41 +82,39 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "budgets": {"latency_ms": target.budgets.latency_ms, "model_size_kb": target.budgets.model_size_kb,
                         "peak_memory_mb": target.budgets.peak_memory_mb},
         },
-        "teacher": {"params": result.teacher["params"], "test_accuracy": result.teacher["test_acc"],
-                    "source": result.teacher["source"]},
+        "teacher": {"params": teacher.params, "test_accuracy": teacher.test_acc, "source": teacher.source},
         "student": {
             "params": student.params, "spec": student.spec, "test_accuracy_fp32": student.test_acc,
-            "test_accuracy_qat": result.qat["test_acc"],
+            "test_accuracy_qat": result.qat.test_acc,
             "scratch_test_accuracy": scratch.test_acc if scratch else None,
-            "compression": result.teacher["params"] / student.params,
+            "compression": teacher.params / student.params,
             "loss": result.loss, "augment": result.augment, "assistants": student.assistants,
-            "selection_rule": result.selection["rule"],
+            "selection_rule": selection.rule,
+            # QAT trains with the build's loss where it can; the terms it could not use, and why.
+            "qat_loss": result.qat.loss_used, "qat_loss_dropped": result.qat.loss_dropped,
         },
         "data": {"name": data.name, "fingerprint": data.fingerprint(), "source": data.source,
                  "counts": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
                  # What loading did to the data: every unreadable file skipped, the images resized.
                  "load_report": _load_report(data)},
         "quantization": {
-            "model.tflite": "PT2E quantization-aware fine-tuning (teacher soft targets), per-channel symmetric "
-                            "int8 weights, int8 activations, int32 biases",
-            "model_int8.onnx": "post-training static QDQ by onnxruntime from the fp32 student",
-            "calibration": result.export["calibration"],
+            **{a.name: a.spec.quantization for a, _ in shipped if a.spec.quantization},
+            "calibration": dataclasses.asdict(result.export.calibration),
         },
         "selection": {
-            "rule": result.selection["rule"], "note": result.selection.get("note", ""),
-            "latency_model": result.selection.get("latency_model", ""),
-            "chosen": result.selection["chosen"]["name"],  # the shipped student, after any feedback rounds
+            "rule": selection.rule, "note": selection.note, "latency_model": selection.latency_model,
+            "chosen": selection.chosen.name,  # the shipped student, after any feedback rounds
             "candidates": [
                 {k: c.get(k) for k in ("name", "params", "flops", "predicted_size_kb", "predicted_latency_ms",
                                        "predicted_peak_memory_mb", "fits", "why_not")}
-                for c in result.selection["candidates"]
+                for c in (cand.to_dict() for cand in selection.candidates)
             ],
         },
-        "feedback_rounds": list(getattr(result, "feedback_rounds", [])),
+        "feedback_rounds": [dataclasses.asdict(r) for r in result.feedback_rounds],
         # What the build said loudly (a teacher at chance, a collapsed student): a CI reading the
         # manifest alone sees them too.
-        "warnings": list(getattr(result, "warnings", [])),
-        "gates": [g.to_dict() for g in getattr(result, "gates", [])],
+        "warnings": list(result.warnings),
+        "gates": [g.to_dict() for g in result.gates],
         "seed": cfg.seed,
         "config": cfg.to_dict(),
         "versions": versions,

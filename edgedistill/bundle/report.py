@@ -40,6 +40,7 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
         f"| student from scratch (labels only) | {_pct(s['scratch_test_accuracy'])} |",
         f"| student distilled (fp32) | {_pct(s['test_accuracy_fp32'])} |",
         f"| student after QAT (torch int8 reference) | {_pct(s['test_accuracy_qat'])} |",
+        *_qat_loss_note(s),
         "",
         "| artifact | precision | accuracy | top-1 agreement (vs) | median | p90 | size |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -68,6 +69,15 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     if links_html:
         lines += ["Charts, candidates, training curves and the confusion matrix: `report.html` in the bundle.", ""]
     return "\n".join(lines)
+
+
+def _qat_loss_note(student: dict) -> list[str]:
+    """Which of the build's loss terms quantization-aware training could not use, and why."""
+    dropped = student.get("qat_loss_dropped") or {}
+    if not dropped:
+        return []
+    why = "; ".join(f"{term}: {reason}" for term, reason in dropped.items())
+    return ["", f"QAT fine-tuned with `{student.get('qat_loss')}`, the build's loss without {', '.join(dropped)} ({why})."]
 
 
 def _threads_note(latency: dict, target: dict) -> str:

@@ -54,10 +54,11 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
         _write_verification_sample(result, staging / "verification_sample.npz")
         # The reports quote artifact sizes, so hash the artifacts first, then add the reports.
         manifest = build_manifest(result, versions, _bundle_files(staging))
-        gates = getattr(result, "gates", [])
-        extras = extras_from_result(result, staging / "model.tflite", gates)
+        main = next(r for a, r in zip(result.artifacts, result.verification) if a.spec.main)
+        extras = extras_from_result(result, main.predictions)
         (staging / "report.html").write_text(render_html(manifest, extras))
-        (staging / "report.md").write_text(render_markdown(manifest, result.stage_seconds, gates, links_html=True))
+        (staging / "report.md").write_text(render_markdown(manifest, result.stage_seconds, result.gates,
+                                                           links_html=True))
         manifest["files"] = _bundle_files(staging)
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if old.exists():  # (a concurrent cleanup may be removing it too; a rest fails the rename below)
@@ -224,13 +225,10 @@ def _bundle_files(staging: Path) -> dict[str, dict]:
 def _write_verification_sample(result, path: Path, n: int = 64) -> None:
     """A fixed slice of the test split (raw images, labels) with each artifact's top-1 predictions
     as verified, so ``edgedistill verify BUNDLE`` can re-run parity without the original data."""
-    from edgedistill.verify.runtime import load_artifact, to_model_input
-
     data = result.data
     n = min(n, len(data.test))
-    raw = data.test.images[:n]
-    arrays = {"images": raw, "labels": data.test.labels[:n]}
-    for name, src in result.artifact_paths().items():
-        model = load_artifact(src)
-        arrays["top1/" + name] = model.run(to_model_input(raw, data.preprocessing, model.input_spec)).argmax(1)
+    arrays = {"images": data.test.images[:n], "labels": data.test.labels[:n]}
+    for artifact, report in zip(result.artifacts, result.verification):
+        if artifact.spec.ships:
+            arrays["top1/" + artifact.name] = report.predictions[:n]
     np.savez(path, **arrays)

@@ -9,7 +9,6 @@ the last, logging every hop.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -21,45 +20,12 @@ from torch import nn
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill.losses import LossWeights
 from edgedistill.distill.trainer import TrainConfig, TrainResult, train
-from edgedistill.models.base import count_parameters, create_model
-from edgedistill.models.resnet import ResNetSpec
-from edgedistill.models.vit import ViTSpec
+from edgedistill.models.base import count_parameters, create_model, families, get_family
 
 log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Planning
-
-
-def _geo(a: float, b: float, alpha: float) -> float:
-    return math.exp((1 - alpha) * math.log(a) + alpha * math.log(b))
-
-
-def _between_resnet(s: ResNetSpec, t: ResNetSpec, alpha: float) -> ResNetSpec:
-    if len(s.widths) != len(t.widths):
-        # Different stage counts: keep the student's stages and grow only their widths.
-        t_w = [t.widths[min(len(t.widths) - 1, round(i * (len(t.widths) - 1) / max(1, len(s.widths) - 1)))]
-               for i in range(len(s.widths))]
-        t_d = list(s.depths)
-    else:
-        t_w, t_d = list(t.widths), list(t.depths)
-    widths = tuple(max(1, round(_geo(a, b, alpha))) for a, b in zip(s.widths, t_w))
-    depths = tuple(max(1, round(_geo(a, b, alpha))) for a, b in zip(s.depths, t_d))
-    return dataclasses.replace(s, widths=widths, depths=depths)
-
-
-def _between_vit(s: ViTSpec, t: ViTSpec, alpha: float) -> ViTSpec:
-    heads = max(1, round(_geo(s.heads, t.heads, alpha)))
-    dim = max(heads, heads * round(_geo(s.dim, t.dim, alpha) / heads))
-    depth = max(1, round(_geo(s.depth, t.depth, alpha)))
-    mlp_ratio = round(_geo(s.mlp_ratio, t.mlp_ratio, alpha), 2)
-    # Tokens (image and patch size) stay the student's, so every hop pairs the student's grid.
-    return dataclasses.replace(s, heads=heads, dim=dim, depth=depth, mlp_ratio=mlp_ratio)
-
-
-# An inverted-residual spec has the same widths/depths shape (its expansion stays the student's).
-_BETWEEN: dict[str, Callable[[Any, Any, float], Any]] = {
-    "resnet": _between_resnet, "mobilenet": _between_resnet, "vit": _between_vit}
 
 
 def spec_parameters(spec: Any) -> int:
@@ -70,24 +36,26 @@ def plan_assistants(teacher_spec: Any, student_spec: Any, ratio_threshold: float
     """Intermediate specs, largest first, so that every hop teacher -> a1 -> ... -> student has a
     parameter ratio <= ``ratio_threshold``; empty when the direct hop already does.
 
-    Assistants are of the student's family, between student and teacher in every dimension
-    (widths and depths; or dim, heads, depth), spaced geometrically in parameter count.
+    Assistants are of the student's family, between student and teacher in every dimension (the
+    family's :attr:`~edgedistill.models.base.Family.between`), spaced geometrically in parameter count.
     """
     if ratio_threshold <= 1:
         raise ValueError(f"ratio_threshold must be > 1, got {ratio_threshold}")
     family = getattr(student_spec, "family", None)
-    if getattr(teacher_spec, "family", None) != family or family not in _BETWEEN:
+    interpolating = sorted(name for name in families() if get_family(name).between is not None)
+    if getattr(teacher_spec, "family", None) != family or family not in interpolating:
         raise ValueError(
             f"teacher ({getattr(teacher_spec, 'family', type(teacher_spec).__name__)}) and student "
-            f"({family}) must be of one family among {sorted(_BETWEEN)} to plan assistants"
+            f"({family}) must be of one family among {interpolating} to plan assistants"
         )
+    between = get_family(family).between
     p_t, p_s = spec_parameters(teacher_spec), spec_parameters(student_spec)
     if p_t / p_s <= ratio_threshold:
         return []
     # Every spec the interpolation can reach, with its size (a fine grid of alpha).
     candidates: dict[Any, int] = {}
     for i in range(1, 400):
-        spec = _BETWEEN[family](student_spec, teacher_spec, i / 400)
+        spec = between(student_spec, teacher_spec, i / 400)
         if spec not in candidates and spec not in (student_spec, teacher_spec):
             p = spec_parameters(spec)
             if p_s < p < p_t:

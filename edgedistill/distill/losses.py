@@ -1,310 +1,37 @@
-"""Every distillation loss, as pure functions, and :class:`DistillationLoss` that composes them.
+"""A build's loss recipe (:class:`LossWeights`, read from ``--loss``) and :class:`DistillationLoss`,
+which composes the registered terms it names.
 
-The pure losses take tensors and return a scalar; nothing here runs a model. ``DistillationLoss``
-decides once, from the two models and a sample batch, which layers to pair and which adapters to
-train, then combines named, weighted parts from logits and tapped features. The teacher side
-(logits and features) is an input, so a trainer can compute it once and cache it.
+The terms themselves are registered classes (:mod:`edgedistill.distill.loss_registry`, built-ins in
+:mod:`edgedistill.distill.loss_terms`, the arithmetic in :mod:`edgedistill.distill.loss_functions`);
+nothing here knows any loss by name, so a new loss is one registered class in one file. Import
+``LossTerm``, ``LossOption``, ``LossBatch`` and ``register_loss`` from here to write one: this
+module registers the built-ins first, so the new term is summed after them.
 
-References: Hinton et al. 2015 (KD), Romero et al. 2015 (FitNets hints), Zagoruyko & Komodakis 2017
-(attention transfer), Park et al. 2019 (RKD), Huang et al. 2022 (DIST).
+``DistillationLoss`` decides once, from the two models and a sample batch, which layers to pair
+and which adapters to train, then sums the weighted terms from logits and tapped features. The
+teacher side (logits and features) is an input, so a trainer can compute it once and cache it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from edgedistill.distill import loss_terms  # noqa: F401  (registers the built-in terms, in summing order)
+from edgedistill.distill.loss_registry import (  # noqa: F401  (LossOption, register_loss: for new terms)
+    LossBatch,
+    LossOption,
+    LossSetup,
+    LossTerm,
+    register_loss,
+    registered_losses,
+    registered_options,
+)
 from edgedistill.errors import InputError
-from edgedistill.models.taps import FeatureTaps, attention_pairs, stage_pairs
-
-# ---------------------------------------------------------------------------------------------
-# Logit losses
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)), batch mean, times T^2 so gradients keep their scale."""
-    t = temperature
-    return (
-        F.kl_div(
-            F.log_softmax(student_logits / t, dim=-1),
-            F.log_softmax(teacher_logits.detach() / t, dim=-1),
-            reduction="batchmean",
-            log_target=True,
-        )
-        * t
-        * t
-    )
-
-
-def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
-
-
-def dist_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    beta: float = 1.0,
-    gamma: float = 1.0,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """DIST: 1 - Pearson correlation of predictions, per sample (inter-class, weighted ``beta``)
-    and per class across the batch (intra-class, weighted ``gamma``). Matches relations rather
-    than exact probabilities, so it tolerates a large teacher-student gap better than KL."""
-    t = temperature
-    y_s = torch.softmax(student_logits / t, dim=1)
-    y_t = torch.softmax(teacher_logits.detach() / t, dim=1)
-    inter = 1.0 - _pearson_rows(y_s, y_t).mean()
-    intra = 1.0 - _pearson_rows(y_s.t(), y_t.t()).mean()
-    return t * t * (beta * inter + gamma * intra)
-
-
-# ---------------------------------------------------------------------------------------------
-# Resizing helpers: features are (N, C, H, W) maps or (N, L, D) token sequences whose L tokens lie
-# on a square grid in row-major order (ViT patches); resizing goes through that grid.
-
-
-def _resize2d(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-        return F.adaptive_avg_pool2d(x, size)
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def _grid_side(length: int) -> int | None:
-    side = math.isqrt(length)
-    return side if side * side == length else None
-
-
-def _resize_last(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Resize the last dimension (token positions) to ``length`` through the square grid."""
-    cur = x.shape[-1]
-    if cur == length:
-        return x
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, 1, cur)
-    g_in, g_out = _grid_side(cur), _grid_side(length)
-    if g_in and g_out:
-        out = _resize2d(flat.reshape(-1, 1, g_in, g_in), (g_out, g_out)).reshape(-1, 1, length)
-    elif cur >= length:
-        out = F.adaptive_avg_pool1d(flat, length)
-    else:
-        out = F.interpolate(flat, size=length, mode="linear", align_corners=False)
-    return out.reshape(*lead, length)
-
-
-def _tokens_to_map(x: torch.Tensor) -> torch.Tensor:
-    n, length, d = x.shape
-    side = _grid_side(length)
-    if side is None:
-        raise ValueError(f"cannot lay {length} tokens on a square grid to compare them with a spatial map")
-    return x.transpose(1, 2).reshape(n, d, side, side)
-
-
-# ---------------------------------------------------------------------------------------------
-# Hints (FitNets)
-
-
-class HintAdapter(nn.Module):
-    """Maps student features onto the teacher's shape so they can be compared.
-
-    Spatial teacher (N, C, H, W): 1x1 conv + BN when channels differ; adaptive average pooling to
-    shrink or bilinear interpolation to grow the resolution. Token teacher (N, L, D): linear when
-    widths differ; token counts are resized over the square patch grid. A student of the other
-    kind is first laid out like the teacher (tokens on their grid, or a map flattened to tokens).
-    With equal widths no parameters are created: the student must match the teacher directly.
-    """
-
-    def __init__(
-        self, student_dim: int, teacher_dim: int, student_kind: str = "spatial", teacher_kind: str = "spatial"
-    ) -> None:
-        super().__init__()
-        for kind in (student_kind, teacher_kind):
-            if kind not in ("spatial", "tokens"):
-                raise ValueError(f"feature kind must be 'spatial' or 'tokens', got {kind!r}")
-        self.student_kind, self.teacher_kind = student_kind, teacher_kind
-        self.proj: nn.Module
-        if student_dim == teacher_dim:
-            self.proj = nn.Identity()
-        elif teacher_kind == "spatial":
-            self.proj = nn.Sequential(
-                nn.Conv2d(student_dim, teacher_dim, 1, bias=False), nn.BatchNorm2d(teacher_dim)
-            )
-        else:
-            self.proj = nn.Linear(student_dim, teacher_dim)
-
-    def forward(self, x: torch.Tensor, teacher_shape: Sequence[int]) -> torch.Tensor:
-        if self.student_kind != self.teacher_kind:
-            x = _tokens_to_map(x) if self.teacher_kind == "spatial" else x.flatten(2).transpose(1, 2)
-        x = self.proj(x)
-        if self.teacher_kind == "spatial":
-            return _resize2d(x, (int(teacher_shape[-2]), int(teacher_shape[-1])))
-        return _resize_last(x.transpose(1, 2), int(teacher_shape[-2])).transpose(1, 2)
-
-
-def _feature_kind(x: torch.Tensor) -> str:
-    if x.dim() == 4:
-        return "spatial"
-    if x.dim() == 3:
-        return "tokens"
-    raise ValueError(f"expected (N, C, H, W) or (N, L, D) features, got shape {tuple(x.shape)}")
-
-
-def _feature_dim(x: torch.Tensor) -> int:
-    return int(x.shape[1] if x.dim() == 4 else x.shape[-1])
-
-
-def hint_loss(
-    student_feat: torch.Tensor, teacher_feat: torch.Tensor, adapter: HintAdapter | None = None
-) -> torch.Tensor:
-    """MSE between the adapted student features and the teacher's."""
-    teacher_feat = teacher_feat.detach()
-    if adapter is not None:
-        student_feat = adapter(student_feat, teacher_feat.shape)
-    if student_feat.shape != teacher_feat.shape:
-        raise ValueError(
-            f"hint shapes differ: student {tuple(student_feat.shape)} vs teacher {tuple(teacher_feat.shape)}; "
-            "pass a HintAdapter built for this pair"
-        )
-    return F.mse_loss(student_feat, teacher_feat)
-
-
-# ---------------------------------------------------------------------------------------------
-# Attention transfer (CNN spatial maps) and transformer attention probabilities
-
-
-def _spatial_energy(feat: torch.Tensor, p: float) -> torch.Tensor:
-    """Mean over channels of |A|^p: (N, H, W) for maps, (N, L) for tokens."""
-    return feat.abs().pow(p).mean(dim=1 if feat.dim() == 4 else -1)
-
-
-def attention_map(feat: torch.Tensor, p: float = 2) -> torch.Tensor:
-    """Spatial attention of a feature map: mean over channels of |A|^p, flattened, unit L2 norm
-    per sample. Token sequences (N, L, D) give one value per token."""
-    return F.normalize(_spatial_energy(feat, p).flatten(1), dim=1)
-
-
-def _energy_to(energy: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Resize a student energy map to the teacher's positions (grid for tokens)."""
-    if energy.shape[1:] == like.shape[1:]:
-        return energy
-    if like.dim() == 3:  # teacher map (N, H, W)
-        if energy.dim() == 2:
-            side = _grid_side(energy.shape[1])
-            if side is None:
-                raise ValueError(f"cannot lay {energy.shape[1]} tokens on a square grid")
-            energy = energy.reshape(-1, side, side)
-        size = (int(like.shape[1]), int(like.shape[2]))
-        return F.adaptive_avg_pool2d(energy.unsqueeze(1), size).squeeze(1)
-    return _resize_last(energy.flatten(1), int(like.shape[1]))  # teacher tokens (N, L)
-
-
-def attention_transfer_loss(
-    s_feat: torch.Tensor | Sequence[torch.Tensor], t_feat: torch.Tensor | Sequence[torch.Tensor], p: float = 2
-) -> torch.Tensor:
-    """Mean over matched stages of the batch-mean ||a_s - a_t||_2 of normalised attention maps.
-
-    Takes one feature pair or two equal-length sequences of matched stages. A student map at
-    another resolution is brought to the teacher's with adaptive average pooling.
-    """
-    s_list = [s_feat] if isinstance(s_feat, torch.Tensor) else list(s_feat)
-    t_list = [t_feat] if isinstance(t_feat, torch.Tensor) else list(t_feat)
-    if len(s_list) != len(t_list) or not s_list:
-        raise ValueError(f"need matched, non-empty stage lists; got {len(s_list)} student, {len(t_list)} teacher")
-    losses = []
-    for s, t in zip(s_list, t_list):
-        t_energy = _spatial_energy(t.detach(), p)
-        s_energy = _energy_to(_spatial_energy(s, p), t_energy)
-        a_s = F.normalize(s_energy.flatten(1), dim=1)
-        a_t = F.normalize(t_energy.flatten(1), dim=1)
-        losses.append((a_s - a_t).norm(dim=1).mean())
-    return torch.stack(losses).mean()
-
-
-def _group_heads(probs: torch.Tensor, groups: int) -> torch.Tensor:
-    n, h, lq, lk = probs.shape
-    return probs.reshape(n, groups, h // groups, lq, lk).mean(dim=2)
-
-
-def transformer_attention_loss(
-    s_probs: torch.Tensor,
-    t_probs: torch.Tensor,
-    head_map: Sequence[int | Sequence[int]] | None = None,
-    eps: float = 1e-8,
-) -> torch.Tensor:
-    """KL(teacher row || student row) of attention probabilities (N, heads, L, L), mean over rows.
-
-    Heads: ``head_map[j]`` lists the teacher heads averaged for student head j. By default equal
-    counts pair one to one; teacher heads divisible into the student's count are averaged in
-    consecutive groups (and vice versa); otherwise every head of both is averaged into one.
-    Token counts: the teacher's rows and columns are resized to the student's over the patch grid
-    and renormalised, so the student's own distribution is compared unaltered.
-    """
-    t_probs = t_probs.detach()
-    hs, ht = s_probs.shape[1], t_probs.shape[1]
-    if head_map is not None:
-        if len(head_map) != hs:
-            raise ValueError(f"head_map has {len(head_map)} entries for {hs} student heads")
-        idx = [[h] if isinstance(h, int) else list(h) for h in head_map]
-        t_probs = torch.stack([t_probs[:, heads].mean(dim=1) for heads in idx], dim=1)
-    elif hs != ht:
-        if ht % hs == 0:
-            t_probs = _group_heads(t_probs, hs)
-        elif hs % ht == 0:
-            s_probs = _group_heads(s_probs, ht)
-        else:
-            t_probs, s_probs = t_probs.mean(dim=1, keepdim=True), s_probs.mean(dim=1, keepdim=True)
-    length = s_probs.shape[-1]
-    if t_probs.shape[-1] != length:
-        t_probs = _resize_last(_resize_last(t_probs, length).transpose(-2, -1), length).transpose(-2, -1)
-        t_probs = t_probs / t_probs.sum(dim=-1, keepdim=True).clamp_min(eps)
-    kl = (t_probs * (t_probs.clamp_min(eps).log() - s_probs.clamp_min(eps).log())).sum(dim=-1)
-    return kl.mean()
-
-
-# ---------------------------------------------------------------------------------------------
-# Relational KD
-
-
-def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
-    sq = (e * e).sum(dim=1)
-    d2 = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2.0 * e @ e.t()).clamp_min(1e-12)
-    off_diag = 1.0 - torch.eye(e.shape[0], device=e.device, dtype=e.dtype)
-    return d2.sqrt() * off_diag
-
-
-def _normalised_distances(e: torch.Tensor) -> torch.Tensor:
-    d = _pairwise_distances(e)
-    n = e.shape[0]
-    return d / (d.sum() / max(1, n * (n - 1))).clamp_min(1e-12)
-
-
-def _angles(e: torch.Tensor) -> torch.Tensor:
-    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)  # (N, N, D) unit vectors
-    return (diff @ diff.transpose(1, 2)).flatten()
-
-
-def rkd_loss(s_emb: torch.Tensor, t_emb: torch.Tensor, w_dist: float = 1.0, w_angle: float = 2.0) -> torch.Tensor:
-    """Relational KD: distance-wise (pairwise distances over their mean) and angle-wise (cosine of
-    every triplet's angle) potentials, each a smooth L1 between student and teacher. Embedding
-    widths may differ; a batch of at least 2 (3 for angles) is needed to carry any signal."""
-    s = s_emb.flatten(1)
-    t = t_emb.detach().flatten(1)
-    loss = s.new_zeros(())
-    if w_dist:
-        loss = loss + w_dist * F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))
-    if w_angle:
-        loss = loss + w_angle * F.smooth_l1_loss(_angles(s), _angles(t))
-    return loss
-
 
 # ---------------------------------------------------------------------------------------------
 # Weights, parsed from the command line
@@ -314,41 +41,121 @@ class LossWeightsError(InputError, ValueError):
     """A malformed ``--loss`` string; a ValueError to callers, an input error to the CLI."""
 
 
-@dataclass
+@dataclass(init=False, eq=False, repr=False)
 class LossWeights:
-    ce: float = 1.0
-    kd: float = 0.0
-    hint: float = 0.0
-    attention: float = 0.0
-    rkd: float = 0.0
-    dist: float = 0.0
-    temperature: float = 4.0
+    """A weight per registered loss and the options of each, e.g. ``LossWeights(ce=0.5, kd=0.5,
+    temperature=4.0)``; ``w.kd`` and ``w.temperature`` read them.
+
+    Unnamed losses keep their default weight (ce 1, the others 0) and options their defaults. Two
+    recipes are equal when they train the same loss: options of losses not in use don't count.
+    ``dataclasses.replace(w, hint=1.0)`` gives a changed copy.
+    """
+
+    weights: dict[str, float]
+    options: dict[str, float]
+
+    def __init__(
+        self, weights: Mapping[str, float] | None = None, options: Mapping[str, float] | None = None, **values: float
+    ) -> None:
+        losses, opts = registered_losses(), registered_options()
+        w = {name: float(cls.default_weight) for name, cls in losses.items()}
+        o = {name: float(opt.default) for name, (_, opt) in opts.items()}
+        w.update({k: float(v) for k, v in (weights or {}).items()})
+        o.update({k: float(v) for k, v in (options or {}).items()})
+        for key, value in values.items():
+            if key in losses:
+                w[key] = float(value)
+            elif key in opts:
+                o[key] = float(value)
+            else:
+                raise TypeError(
+                    f"LossWeights has no loss or option {key!r}; registered losses: {', '.join(losses)}; "
+                    f"options: {', '.join(opts) or 'none'}"
+                )
+        object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "options", o)
+
+    def __getattr__(self, name: str) -> float:
+        if name.startswith("_") or name in ("weights", "options"):
+            raise AttributeError(name)  # not set yet (copy, unpickling): no lookup through the maps
+        if name in registered_losses():
+            return self.weight(name)
+        if name in registered_options():
+            return self.option(name)
+        raise AttributeError(f"LossWeights has no loss or option {name!r}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"LossWeights is read-only; use dataclasses.replace(w, {name}=...)")
+
+    def weight(self, name: str) -> float:
+        if name in self.weights:
+            return self.weights[name]
+        return float(registered_losses()[name].default_weight)  # registered after this was made
+
+    def option(self, name: str) -> float:
+        if name in self.options:
+            return self.options[name]
+        return float(registered_options()[name][1].default)
+
+    def in_use(self) -> list[str]:
+        """Names of the losses with weight > 0, in summing order."""
+        return [name for name in registered_losses() if self.weight(name) > 0]
+
+    def without(self, names: list[str] | set[str]) -> "LossWeights":
+        """A copy with the weights of ``names`` set to 0."""
+        return LossWeights(self.weights, self.options, **{name: 0.0 for name in names})
 
     def to_str(self) -> str:
-        """Every field written out (``T`` for temperature), so the string means the same run
-        even if defaults change; ``parse_loss_weights(w.to_str()) == w``."""
-        return ",".join(f"{_SHORT.get(f.name, f.name)}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        """The losses in use with their options (``T`` for temperature) and any weight moved off its
+        default (``ce=0.0``), e.g. ``ce=0.5,kd=0.5,T=4.0``. Options are written even at their
+        defaults, so the string means the same run if defaults change; a newly registered loss
+        changes no existing string. ``parse_loss_weights(w.to_str()) == w``."""
+        parts = []
+        for name, cls in registered_losses().items():
+            weight = self.weight(name)
+            if weight > 0 or weight != cls.default_weight:
+                parts.append(f"{name}={weight!r}")
+            if weight > 0:
+                parts += [f"{opt.short}={self.option(opt.name)!r}" for opt in cls.options]
+        return ",".join(parts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LossWeights):
+            return NotImplemented
+        return self.to_str() == other.to_str()
+
+    def __hash__(self) -> int:
+        return hash(self.to_str())
+
+    def __repr__(self) -> str:
+        return f"LossWeights({self.to_str()})"
 
 
-_SHORT = {"temperature": "T"}
-_ALIASES = {"T": "temperature", "temperature": "temperature"}
+def _keys() -> tuple[dict[str, tuple[str, str]], str]:
+    """Every key a ``--loss`` string may use -> (kind, canonical name); and their list for help."""
+    keys: dict[str, tuple[str, str]] = {name: ("loss", name) for name in registered_losses()}
+    opts = registered_options()
+    for name, (_, opt) in opts.items():
+        keys[name] = keys[opt.short] = ("option", name)
+    shorts = [opt.short for _, opt in opts.values() if opt.short != opt.name]
+    return keys, ", ".join([*shorts, *registered_losses(), *opts])
 
 
 def parse_loss_weights(text: str) -> LossWeights:
     """Parse ``"kd=1.0,hint=0.5,T=4"``: unnamed components keep their defaults (ce=1, others 0)."""
-    valid = [f.name for f in dataclasses.fields(LossWeights)]
-    keys_help = ", ".join(["T", *valid])
+    keys, keys_help = _keys()
+    opts = registered_options()
     values: dict[str, float] = {}
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
         key, sep, raw = item.partition("=")
         key, raw = key.strip(), raw.strip()
-        name = _ALIASES.get(key, key)
         if not sep:
             raise LossWeightsError(f"loss weight {item!r} has no '='", hint=f"write KEY=NUMBER with KEY in {keys_help}")
-        if name not in valid:
+        if key not in keys:
             raise LossWeightsError(f"unknown loss weight {key!r} in {text!r}", hint=f"valid keys: {keys_help}")
+        kind, name = keys[key]
         if name in values:
             raise LossWeightsError(f"loss weight {key!r} given twice in {text!r}")
         try:
@@ -357,8 +164,10 @@ def parse_loss_weights(text: str) -> LossWeights:
             raise LossWeightsError(f"loss weight {key}={raw!r} is not a number", hint="e.g. kd=1.0,T=4") from None
         if not math.isfinite(value) or value < 0:
             raise LossWeightsError(f"loss weight {key}={raw} must be a finite number >= 0")
-        if name == "temperature" and value == 0:
-            raise LossWeightsError("temperature T must be > 0", hint="T=4 is typical")
+        if kind == "option" and opts[name][1].positive and value == 0:
+            opt = opts[name][1]
+            label = name if opt.short == name else f"{name} {opt.short}"
+            raise LossWeightsError(f"{label} must be > 0", hint=opt.hint or None)
         values[name] = value
     return LossWeights(**values)
 
@@ -367,119 +176,73 @@ def parse_loss_weights(text: str) -> LossWeights:
 # Composition
 
 
-@torch.no_grad()
-def _dry_run(model: nn.Module, paths: list[str], sample: torch.Tensor) -> dict[str, torch.Tensor]:
-    was_training = model.training
-    model.eval()
-    try:
-        with FeatureTaps(model, paths) as taps:
-            model(sample)
-        return dict(taps.outputs)
-    finally:
-        model.train(was_training)
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 class DistillationLoss(nn.Module):
-    """Weighted sum of CE, KD, hints, attention transfer, RKD and DIST for one teacher/student.
+    """The weighted sum of the registered terms ``weights`` puts above 0, for one teacher/student.
 
     Built once from both models and a sample batch, which only serves to pair layers and size the
     hint adapters; the models themselves are not kept. ``paths_teacher`` / ``paths_student`` are
-    the module paths to capture with :class:`FeatureTaps` (only those of components with weight
-    > 0). Attention: transformer pairs compare attention probabilities; otherwise stage feature
-    maps are compared (Zagoruyko & Komodakis). RKD uses ``embedding_module`` when both models name
-    one, the logits otherwise. ``parameters()`` are the hint adapters: optimise them with the
-    student.
+    the module paths to capture with :class:`~edgedistill.models.taps.FeatureTaps`.
+    ``parameters()`` are the terms' own (hint adapters): optimise them with the student.
+
+    ``features`` / ``teacher_logits``: whether the caller can feed tapped features and teacher
+    logits. Terms that need what it cannot feed are left out and listed in ``dropped`` (name ->
+    why); ``used`` is the recipe that remains. ``no_features_because`` explains the first.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, weights: LossWeights, sample: torch.Tensor) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        student: nn.Module,
+        weights: LossWeights,
+        sample: torch.Tensor | None,
+        *,
+        features: bool = True,
+        teacher_logits: bool = True,
+        no_features_because: str = "this caller cannot tap them",
+    ) -> None:
         super().__init__()
         self.weights = weights
-        self.hint_pairs: list[tuple[str, str]] = []
-        self.attention_pairs: list[tuple[str, str]] = []
-        self.attention_on_probs = False
-        self.embedding_pair: tuple[str, str] | None = None
-
-        stages = stage_pairs(teacher, student, sample) if (weights.hint > 0 or weights.attention > 0) else []
-        if weights.hint > 0:
-            self.hint_pairs = stages
-        if weights.attention > 0:
-            probs = attention_pairs(teacher, student)
-            self.attention_on_probs = bool(probs)
-            self.attention_pairs = probs or stages
-        if weights.rkd > 0:
-            t_emb, s_emb = getattr(teacher, "embedding_module", None), getattr(student, "embedding_module", None)
-            if t_emb and s_emb:
-                self.embedding_pair = (t_emb, s_emb)
-
-        pairs = self.hint_pairs + self.attention_pairs + ([self.embedding_pair] if self.embedding_pair else [])
-        self.paths_teacher: list[str] = list(dict.fromkeys(t for t, _ in pairs))
-        self.paths_student: list[str] = list(dict.fromkeys(s for _, s in pairs))
-
-        self.adapters = nn.ModuleList()
-        if self.hint_pairs:
-            t_out = _dry_run(teacher, [t for t, _ in self.hint_pairs], sample)
-            s_out = _dry_run(student, [s for _, s in self.hint_pairs], sample)
-            for t_path, s_path in self.hint_pairs:
-                s_feat, t_feat = s_out[s_path], t_out[t_path]
-                dims = (_feature_dim(s_feat), _feature_dim(t_feat))
-                self.adapters.append(HintAdapter(*dims, _feature_kind(s_feat), _feature_kind(t_feat)))
-            self.adapters.to(_module_device(student))
-
-    @staticmethod
-    def _take(feats: dict[str, torch.Tensor], path: str, side: str) -> torch.Tensor:
-        if path not in feats:
-            raise KeyError(
-                f"{side} features lack {path!r} (have {sorted(feats)}); tap paths_{side} with FeatureTaps"
-            )
-        return feats[path]
+        ctx = LossSetup(teacher, student, sample, features=features, teacher_logits=teacher_logits,
+                        no_features_because=no_features_because)
+        self.terms = nn.ModuleDict()
+        self.dropped: dict[str, str] = {}
+        for name, cls in registered_losses().items():
+            weight = weights.weight(name)
+            if weight <= 0:
+                continue
+            term: LossTerm = cls(weight, weights.options)
+            term.configure(ctx)
+            why = term.missing(ctx)
+            if why is not None:
+                self.dropped[name] = why
+                continue
+            term.setup(ctx)
+            self.terms[name] = term
+        self.used = weights.without(set(self.dropped))
+        self.paths_teacher: list[str] = list(dict.fromkeys(p for t in self.terms.values() for p in t.paths_teacher))
+        self.paths_student: list[str] = list(dict.fromkeys(p for t in self.terms.values() for p in t.paths_student))
 
     def forward(
         self,
         student_logits: torch.Tensor,
         labels: torch.Tensor | None,
         teacher_logits: torch.Tensor | None,
-        s_feats: dict[str, torch.Tensor],
-        t_feats: dict[str, torch.Tensor],
+        s_feats: Mapping[str, torch.Tensor],
+        t_feats: Mapping[str, torch.Tensor],
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        w = self.weights
+        for name, term in self.terms.items():
+            if term.needs_labels and labels is None:
+                raise ValueError(f"{name} weight > 0 needs labels; set {name}=0 to distil from the teacher alone")
+        wanting = [term.form or name for name, term in self.terms.items() if term.needs_teacher_logits]
+        if wanting and teacher_logits is None:
+            raise ValueError(f"{', '.join(wanting)} need teacher_logits")
+        batch = LossBatch(student_logits, labels, teacher_logits, s_feats, t_feats)
         terms: dict[str, torch.Tensor] = {}
-        if w.ce > 0:
-            if labels is None:
-                raise ValueError("ce weight > 0 needs labels; set ce=0 to distil from the teacher alone")
-            terms["ce"] = w.ce * F.cross_entropy(student_logits, labels)
-        if (w.kd > 0 or w.dist > 0 or (w.rkd > 0 and self.embedding_pair is None)) and teacher_logits is None:
-            raise ValueError("kd, dist and logit-level rkd need teacher_logits")
-        if w.kd > 0:
-            terms["kd"] = w.kd * kd_loss(student_logits, teacher_logits, w.temperature)
-        if w.dist > 0:
-            terms["dist"] = w.dist * dist_loss(student_logits, teacher_logits)
-        if w.hint > 0 and self.hint_pairs:
-            hints = [
-                hint_loss(self._take(s_feats, s, "student"), self._take(t_feats, t, "teacher"), adapter)
-                for (t, s), adapter in zip(self.hint_pairs, self.adapters)
-            ]
-            terms["hint"] = w.hint * torch.stack(hints).mean()
-        if w.attention > 0 and self.attention_pairs:
-            s_list = [self._take(s_feats, s, "student") for _, s in self.attention_pairs]
-            t_list = [self._take(t_feats, t, "teacher") for t, _ in self.attention_pairs]
-            if self.attention_on_probs:
-                att = torch.stack([transformer_attention_loss(s, t) for s, t in zip(s_list, t_list)]).mean()
-            else:
-                att = attention_transfer_loss(s_list, t_list)
-            terms["attention"] = w.attention * att
-        if w.rkd > 0:
-            if self.embedding_pair is None:
-                s_emb, t_emb = student_logits, teacher_logits
-            else:
-                t_path, s_path = self.embedding_pair
-                s_emb, t_emb = self._take(s_feats, s_path, "student"), self._take(t_feats, t_path, "teacher")
-            terms["rkd"] = w.rkd * rkd_loss(s_emb, t_emb)
+        for name, term in self.terms.items():
+            value = term(batch)
+            if value is not None:
+                terms[name] = term.weight * value
         if not terms:
-            raise ValueError(f"no loss component has weight > 0 in {w.to_str()}")
+            raise ValueError(f"no loss component has weight > 0 in {self.weights.to_str()}")
         total = torch.stack(list(terms.values())).sum()
         return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -42,7 +42,7 @@ DEFAULT_LOSS = LossWeights(ce=0.5, kd=0.5, temperature=4.0)
 
 # Fields of TrainConfig the recipe sets; the rest stay the caller's.
 DEFAULT_OVERRIDES: dict[str, Any] = {"augment": False, "epochs": 40}
-# The student starts from the teacher's weights (edgedistill/select/init_from_teacher.py).
+# The student starts from the teacher's weights (edgedistill/models/init.py).
 DEFAULT_INIT_FROM_TEACHER = True
 
 

@@ -1,7 +1,8 @@
 """The training loop shared by the teacher, the scratch baseline and every distilled student.
 
 One loop, three uses: a teacher or scratch student is ``weights=LossWeights(ce=1)`` with no teacher;
-a distilled student passes the teacher and any mix of KD, hints, attention, RKD and DIST.
+a distilled student passes the teacher and any mix of the registered losses
+(:mod:`edgedistill.distill.losses`): KD, hints, attention, RKD, DIST.
 
 Why it is shaped this way:
 - The teacher's outputs are computed once and reused every epoch, so distillation costs little
@@ -10,7 +11,8 @@ Why it is shaped this way:
   augmentation the teacher's outputs for all nine are cached (when they fit ``cache_limit_mb``)
   and the student's view is looked up: the teacher still sees exactly the student's augmented view
   (Beyer et al. 2022: consistent teaching). Otherwise the teacher runs per batch on that view.
-  Either way it runs under inference mode, in bf16 autocast on GPU.
+  Either way it runs under inference mode, in bf16 autocast on GPU
+  (:mod:`edgedistill.distill.teacher_cache`; the views are :mod:`edgedistill.distill.batches`).
 - Shuffling and augmentation draw from a generator seeded by (seed, epoch), not from global state,
   so a run killed after epoch k and resumed from its checkpoint ends with the same weights as one
   that never stopped.
@@ -37,7 +39,9 @@ from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill import ddp
+from edgedistill.distill.batches import N_VIEWS, canonical, draw_views, shift_views, to_device
 from edgedistill.distill.losses import DistillationLoss, LossWeights
+from edgedistill.distill.teacher_cache import TeacherCache, teacher_cache_mb, teacher_outputs
 from edgedistill.errors import EdgeDistillError
 from edgedistill.fsutil import atomic_path
 from edgedistill.models.taps import FeatureTaps
@@ -104,48 +108,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------
-# Augmentation: a shift of -1..1 pixels along each axis is one of nine views, numbered dy * 3 + dx.
-
-N_VIEWS = 9
-
-
-def _draw_views(n: int, gen: torch.Generator) -> torch.Tensor:
-    dy = torch.randint(0, 3, (n,), generator=gen)
-    dx = torch.randint(0, 3, (n,), generator=gen)
-    return dy * 3 + dx
-
-
-def _shift_views(x: torch.Tensor, views: torch.Tensor, fill: float | None = None) -> torch.Tensor:
-    """Shift each sample by its view's (dy - 1, dx - 1) pixels, filling with the background."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (1, 1, 1, 1), value=float(x.amin()) if fill is None else fill)
-    dy, dx = views // 3, views % 3
-    rows = dy[:, None] + torch.arange(h)[None, :]  # (n, h)
-    cols = dx[:, None] + torch.arange(w)[None, :]  # (n, w)
-    idx_n = torch.arange(n)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
-    return canonical(out.permute(0, 3, 1, 2))
-
-
-def canonical(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with row-major strides on every axis, size-1 axes included. ``.contiguous()`` keeps a
-    permuted tensor whose only odd stride is on a size-1 axis (a one-channel image batch), and
-    torch's CPU convolution backward corrupts memory on such input (seen on 28x28 data)."""
-    expected, step = [], 1
-    for size in reversed(x.shape):
-        expected.append(step)
-        step *= size
-    if tuple(reversed(expected)) == x.stride():
-        return x
-    return x.clone(memory_format=torch.contiguous_format)
-
-
-def _shift_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random shifts by -1..1 pixels with background fill, per sample."""
-    return _shift_views(x, _draw_views(len(x), gen))
-
-
-# ---------------------------------------------------------------------------------------------
 # Evaluation
 
 
@@ -169,60 +131,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
 def accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
     pred = np.asarray(logits).argmax(1)
     return float((pred == np.asarray(labels)).mean())
-
-
-# ---------------------------------------------------------------------------------------------
-# The teacher's side
-
-
-def _teacher_outputs(teacher: nn.Module, paths: list[str], x: torch.Tensor, use_bf16: bool):
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        with FeatureTaps(teacher, paths) as taps:
-            logits = teacher(x)
-        feats = {p: taps.outputs[p] for p in paths}
-    # Inference tensors may not be saved for backward (an MSE hint saves its target), so leave
-    # inference mode with ordinary fp32 copies.
-    return logits.float().clone(), {p: f.float().clone() for p, f in feats.items()}
-
-
-class _TeacherCache:
-    """Teacher logits and tapped features for every training image, per view: ``views`` is 1
-    (no augmentation) or 9 (every shift)."""
-
-    def __init__(self, teacher: nn.Module, paths: list[str], x: torch.Tensor, views: int, fill: float,
-                 device: torch.device, use_bf16: bool, chunk: int = 512) -> None:
-        logits, feats = [], {p: [] for p in paths}
-        for view in range(views):
-            for i in range(0, len(x), chunk):
-                xb = x[i : i + chunk]
-                if views > 1:
-                    xb = _shift_views(xb, torch.full((len(xb),), view, dtype=torch.long), fill)
-                out_l, out_f = _teacher_outputs(teacher, paths, _to_device(xb, device), use_bf16)
-                logits.append(out_l)
-                for p in paths:
-                    feats[p].append(out_f[p])
-        n = len(x)
-        self.views = views
-        # (views * N, ...): row view * N + i holds image i seen in that view
-        self.logits = torch.cat(logits)
-        self.feats = {p: torch.cat(f) for p, f in feats.items()}
-        self.n = n
-
-    def lookup(self, idx: torch.Tensor, views: torch.Tensor | None):
-        rows = idx if views is None else views * self.n + idx
-        rows = rows.to(self.logits.device)
-        return self.logits[rows], {p: f[rows] for p, f in self.feats.items()}
-
-
-def _teacher_cache_mb(teacher: nn.Module, paths: list[str], sample: torch.Tensor, n: int, views: int) -> float:
-    logits, feats = _teacher_outputs(teacher, paths, sample, use_bf16=False)
-    per_sample = (logits[0].numel() + sum(f[0].numel() for f in feats.values())) * 4
-    return per_sample * n * views / 2**20
-
-
-def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +180,7 @@ def train(
             teacher.to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        criterion = DistillationLoss(teacher, model, weights, _to_device(x_train[: min(8, len(x_train))], device))
+        criterion = DistillationLoss(teacher, model, weights, to_device(x_train[: min(8, len(x_train))], device))
         if world > 1:
             ddp.broadcast_state(criterion)
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion is not None else [])
@@ -288,9 +196,9 @@ def train(
     s_paths = criterion.paths_student if criterion is not None else []
     if teacher is not None and len(x_train):
         views = N_VIEWS if cfg.augment else 1
-        need_mb = _teacher_cache_mb(teacher, t_paths, _to_device(x_train[:2], device), len(x_train), views)
+        need_mb = teacher_cache_mb(teacher, t_paths, to_device(x_train[:2], device), len(x_train), views)
         if views == 1 or need_mb <= cfg.cache_limit_mb:
-            cache = _TeacherCache(teacher, t_paths, x_train, views, fill, device, use_bf16)
+            cache = TeacherCache(teacher, t_paths, x_train, views, fill, device, use_bf16)
 
     result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world)
     best_state = copy.deepcopy(model.state_dict())
@@ -313,7 +221,7 @@ def train(
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(x_train), generator=gen)
         # Views are drawn for the whole permutation before sharding, so every rank draws the same.
-        views_all = _draw_views(len(perm), gen) if cfg.augment else None
+        views_all = draw_views(len(perm), gen) if cfg.augment else None
         if world > 1:
             perm, views_all = ddp.shard(perm, views_all, rank, world)
         net.train()
@@ -326,14 +234,14 @@ def train(
             views = views_all[i : i + cfg.batch_size] if views_all is not None else None
             xb = x_train[idx]
             if views is not None:
-                xb = _shift_views(xb, views, fill)
-            xb, yb = _to_device(canonical(xb), device), y_train[idx].to(device)
+                xb = shift_views(xb, views, fill)
+            xb, yb = to_device(canonical(xb), device), y_train[idx].to(device)
             t_logits, t_feats = None, {}
             if teacher is not None:
                 if cache is not None:
                     t_logits, t_feats = cache.lookup(idx, views)
                 else:
-                    t_logits, t_feats = _teacher_outputs(teacher, t_paths, xb, use_bf16)
+                    t_logits, t_feats = teacher_outputs(teacher, t_paths, xb, use_bf16)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 with FeatureTaps(model, s_paths) as taps:
                     logits = net(xb)

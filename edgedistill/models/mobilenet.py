@@ -25,8 +25,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgedistill.models.base import register_family
-from edgedistill.models.resnet import StagedCNN, check_stages, conv_bn
+from edgedistill.models.base import Family, register_family
+from edgedistill.models.init import Copier, init_staged, l1_rows, top_k
+from edgedistill.models.resnet import StagedCNN, between_staged, check_stages, conv_bn, shrink_staged
+
+# What a teacher outside the zoo is shrunk from (edgedistill.select.candidates.zoo_teacher_spec): an
+# inverted-residual net about as wide and deep as the built-in teacher (widths, depths, expansion);
+# the width ladder reaches down from there.
+NON_ZOO_BASE = ((32, 64, 128), (2, 2, 2), 4)
 
 
 @dataclass(frozen=True)
@@ -78,4 +84,30 @@ class MobileNet(StagedCNN):
         super().__init__(spec, lambda cin, cout, stride: InvertedResidual(cin, cout, stride, spec.expansion))
 
 
-register_family("mobilenet", MobileNetSpec, MobileNet)
+def init_mobilenet(teacher: nn.Module, student: nn.Module, cp: Copier) -> dict:
+    """As resnet, a stage's residual channels are ranked once per stage (stem and each kept block's
+    projection filters); a block's expanded channels by the L1 norm of its expansion conv's
+    filters, and its depthwise filters follow them one for one."""
+    ts, ss = teacher.spec, student.spec
+    if (ts.expansion == 1) != (ss.expansion == 1):
+        raise ValueError(f"teacher expansion {ts.expansion} and student expansion {ss.expansion}: one of them "
+                         "has no expansion conv to copy")
+
+    def copy_block(t: str, s: str, in_idx: torch.Tensor, res_idx: torch.Tensor) -> None:
+        if ss.expansion == 1:
+            hidden = in_idx  # the depthwise conv reads the block's input channels
+        else:
+            hidden = top_k(l1_rows(cp.src[f"{t}.expand.0.weight"]), cp.dst[f"{s}.expand.0.weight"].shape[0])
+            cp.conv_bn(f"{s}.expand", f"{t}.expand", hidden, in_idx)
+        cp.conv_bn(f"{s}.dw", f"{t}.dw", hidden, None)
+        cp.conv_bn(f"{s}.project", f"{t}.project", res_idx, hidden)
+
+    return init_staged(teacher, student, cp, ("project",), (
+        "stage residual channels: summed L1 norm of output filters of the stem / projection convs; "
+        "expanded channels: L1 norm of the expansion conv's output filters (depthwise filters follow)"), copy_block)
+
+
+# Shrinks and interpolates like the residual CNN: same widths/depths shape (the expansion stays the
+# student's, or the teacher's when shrinking).
+register_family(Family("mobilenet", MobileNetSpec, MobileNet, shrink=shrink_staged, init_from_teacher=init_mobilenet,
+                       between=between_staged))

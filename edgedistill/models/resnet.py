@@ -7,13 +7,22 @@ so an 8x8 digit ends at 2x2 after three stages. Blocks are conv-bn-relu pairs wi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from edgedistill.models.base import FeatureInfo, register_family
+from edgedistill.models.base import (
+    WIDTH_MULTIPLIERS,
+    Family,
+    FeatureInfo,
+    geometric,
+    register_family,
+    round_width,
+)
+from edgedistill.models.init import Copier, init_staged, l1_rows, top_k
 
 
 @dataclass(frozen=True)
@@ -110,4 +119,63 @@ class ResNet(StagedCNN):
         super().__init__(spec, BasicBlock)
 
 
-register_family("resnet", ResNetSpec, ResNet)
+# --- what the staged CNN families (resnet, mobilenet) know beyond building ---------------------------
+
+
+def shrink_staged(spec) -> list:
+    """Narrower (width multipliers, channels kept in proportion) and shallower (fewer blocks per
+    stage) versions of a staged CNN spec, its own shape included, deepest and widest first."""
+    depth_options = {
+        tuple(spec.depths),
+        tuple(max(1, d - 1) for d in spec.depths),
+        tuple(max(1, d // 2) for d in spec.depths),
+        tuple(1 for _ in spec.depths),
+    }
+    specs = []
+    for depths in sorted(depth_options, reverse=True):
+        for m in WIDTH_MULTIPLIERS:
+            widths = tuple(round_width(w * m) for w in spec.widths)
+            specs.append(dataclasses.replace(spec, widths=widths, depths=depths))
+    return specs
+
+
+def between_staged(s, t, alpha: float):
+    """A staged CNN spec ``alpha`` of the way from student ``s`` to teacher ``t`` (geometrically, in
+    every width and depth); fields other than widths and depths stay the student's."""
+    if len(s.widths) != len(t.widths):
+        # Different stage counts: keep the student's stages and grow only their widths.
+        t_w = [t.widths[min(len(t.widths) - 1, round(i * (len(t.widths) - 1) / max(1, len(s.widths) - 1)))]
+               for i in range(len(s.widths))]
+        t_d = list(s.depths)
+    else:
+        t_w, t_d = list(t.widths), list(t.depths)
+    widths = tuple(max(1, round(geometric(a, b, alpha))) for a, b in zip(s.widths, t_w))
+    depths = tuple(max(1, round(geometric(a, b, alpha))) for a, b in zip(s.depths, t_d))
+    return dataclasses.replace(s, widths=widths, depths=depths)
+
+
+def init_resnet(teacher: nn.Module, student: nn.Module, cp: Copier) -> dict:
+    """A stage's residual channels are shared by every block's output and its shortcut, so they are
+    ranked once per stage by the summed L1 norm of the output filters of every conv writing into
+    them (the stem for stage 0, each kept block's second conv and projection shortcut); a block's
+    inner channels are ranked by the L1 norm of its first conv's output filters. BN parameters, the
+    next conv's input channels, the shortcut and the head's inputs are sliced with the same indices."""
+
+    def copy_block(t: str, s: str, in_idx: torch.Tensor, res_idx: torch.Tensor) -> str | None:
+        inner = top_k(l1_rows(cp.src[f"{t}.conv1.0.weight"]), len(res_idx))
+        cp.conv_bn(f"{s}.conv1", f"{t}.conv1", inner, in_idx)
+        cp.conv_bn(f"{s}.conv2", f"{t}.conv2", res_idx, inner)
+        has_s, has_t = f"{s}.shortcut.0.weight" in cp.dst, f"{t}.shortcut.0.weight" in cp.src
+        if has_s and has_t:
+            cp.conv_bn(f"{s}.shortcut", f"{t}.shortcut", res_idx, in_idx)
+        elif has_s:
+            return f"{s}.shortcut (teacher block {t.rsplit('.', 1)[1]} has an identity shortcut)"
+        return None
+
+    return init_staged(teacher, student, cp, ("conv2", "shortcut"), (
+        "stage residual channels: summed L1 norm of output filters of the stem / second convs / shortcuts; "
+        "block inner channels: L1 norm of the first conv's output filters"), copy_block)
+
+
+register_family(Family("resnet", ResNetSpec, ResNet, shrink=shrink_staged, init_from_teacher=init_resnet,
+                       between=between_staged))

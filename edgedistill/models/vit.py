@@ -12,12 +12,23 @@ through an ``nn.Identity`` named ``attn_probs``, so a forward hook on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from edgedistill.models.base import FeatureInfo, register_family
+from edgedistill.models.base import (
+    WIDTH_MULTIPLIERS,
+    Family,
+    FeatureInfo,
+    depth_options,
+    geometric,
+    register_family,
+    round_width,
+)
+from edgedistill.models.init import Copier, evenly_spaced, l1_rows, top_k
 
 
 @dataclass(frozen=True)
@@ -137,4 +148,100 @@ class ViT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-register_family("vit", ViTSpec, ViT)
+# --- what the family knows beyond building ---------------------------------------------------------
+
+
+def shrink_vit(spec: ViTSpec) -> list[ViTSpec]:
+    """Fewer layers and a narrower embedding with proportionally fewer heads of the teacher's head
+    width, the teacher's own shape included, deepest and widest first."""
+    specs = []
+    head_dim = spec.dim // spec.heads
+    for depth in depth_options(spec.depth):
+        for m in WIDTH_MULTIPLIERS:
+            heads = max(1, round(spec.heads * m))
+            # heads in proportion, each as wide as the teacher's; a single head may be narrower
+            dim = heads * head_dim if heads > 1 else min(head_dim, round_width(spec.dim * m))
+            specs.append(dataclasses.replace(spec, dim=dim, depth=depth, heads=heads))
+    return specs
+
+
+def between_vit(s: ViTSpec, t: ViTSpec, alpha: float) -> ViTSpec:
+    """A spec ``alpha`` of the way from student ``s`` to teacher ``t`` in heads, width, depth and MLP ratio."""
+    heads = max(1, round(geometric(s.heads, t.heads, alpha)))
+    dim = max(heads, heads * round(geometric(s.dim, t.dim, alpha) / heads))
+    depth = max(1, round(geometric(s.depth, t.depth, alpha)))
+    mlp_ratio = round(geometric(s.mlp_ratio, t.mlp_ratio, alpha), 2)
+    # Tokens (image and patch size) stay the student's, so every hop pairs the student's grid.
+    return dataclasses.replace(s, heads=heads, dim=dim, depth=depth, mlp_ratio=mlp_ratio)
+
+
+def init_vit(teacher: nn.Module, student: nn.Module, cp: Copier) -> dict:
+    """Heads are ranked per layer by the L1 norm of their q, k, v rows and their proj columns; the
+    residual-stream (embedding) dims by the summed L1 norm of everything writing into them (patch
+    embedding filters, every kept block's proj and fc2 rows); MLP hidden units by the L1 norm of
+    their fc1 row plus fc2 column. Layer norms, position embeddings and the head follow."""
+    ts, ss = teacher.spec, student.spec
+    w = cp.src
+    blocks = evenly_spaced(ts.depth, ss.depth)
+    t_hd, s_hd = ts.dim // ts.heads, ss.dim // ss.heads
+    if s_hd > t_hd or ss.heads > ts.heads:
+        raise ValueError(f"student heads ({ss.heads} x {s_hd}) are not a subset of the teacher's ({ts.heads} x {t_hd})")
+    report: dict[str, Any] = {"blocks": blocks, "heads": {}, "criterion": (
+        "heads: L1 norm of their q/k/v rows + proj columns; embedding dims: summed L1 norm of patch-embedding "
+        "filters and kept blocks' proj / fc2 rows; MLP units: L1 of fc1 row + fc2 column")}
+    score = l1_rows(w["patch_embed.weight"]).clone()
+    for j in blocks:
+        score += l1_rows(w[f"blocks.{j}.attn.proj.weight"]) + l1_rows(w[f"blocks.{j}.mlp.fc2.weight"])
+    emb = top_k(score, ss.dim)
+    report["embedding_dims"] = emb.tolist()
+    same_grid = (ts.patch_size, ts.image_size, ts.in_channels) == (ss.patch_size, ss.image_size, ss.in_channels)
+    if same_grid:
+        cp.take("patch_embed.weight", "patch_embed.weight", emb)
+        cp.take("patch_embed.bias", "patch_embed.bias", emb)
+        cp.take("pos_embed", "pos_embed", None, None, emb)
+    else:
+        report.setdefault("not_copied", []).append("patch_embed, pos_embed (different patch grid or channels)")
+    for sj, tj in enumerate(blocks):
+        t, s = f"blocks.{tj}", f"blocks.{sj}"
+        for norm in ("norm1", "norm2"):
+            cp.take(f"{s}.{norm}.weight", f"{t}.{norm}.weight", emb)
+            cp.take(f"{s}.{norm}.bias", f"{t}.{norm}.bias", emb)
+        q, k, v, o = (w[f"{t}.attn.{n}.weight"].detach().abs() for n in ("q", "k", "v", "proj"))
+        per_channel = q.sum(1) + k.sum(1) + v.sum(1) + o.sum(0)  # one score per attention channel
+        head_scores = per_channel.reshape(ts.heads, t_hd).sum(1)
+        heads = top_k(head_scores, ss.heads)
+        report["heads"][s] = heads.tolist()
+        chans = []
+        for h in heads.tolist():
+            within = per_channel[h * t_hd:(h + 1) * t_hd]
+            chans.append(h * t_hd + top_k(within, s_hd))
+        att = torch.cat(chans)
+        for n in ("q", "k", "v"):
+            cp.take(f"{s}.attn.{n}.weight", f"{t}.attn.{n}.weight", att, emb)
+            cp.take(f"{s}.attn.{n}.bias", f"{t}.attn.{n}.bias", att)
+        cp.take(f"{s}.attn.proj.weight", f"{t}.attn.proj.weight", emb, att)
+        cp.take(f"{s}.attn.proj.bias", f"{t}.attn.proj.bias", emb)
+        s_hidden = cp.dst[f"{s}.mlp.fc1.weight"].shape[0]
+        hid = top_k(l1_rows(w[f"{t}.mlp.fc1.weight"]) + w[f"{t}.mlp.fc2.weight"].abs().sum(0), s_hidden)
+        cp.take(f"{s}.mlp.fc1.weight", f"{t}.mlp.fc1.weight", hid, emb)
+        cp.take(f"{s}.mlp.fc1.bias", f"{t}.mlp.fc1.bias", hid)
+        cp.take(f"{s}.mlp.fc2.weight", f"{t}.mlp.fc2.weight", emb, hid)
+        cp.take(f"{s}.mlp.fc2.bias", f"{t}.mlp.fc2.bias", emb)
+    cp.take("norm.weight", "norm.weight", emb)
+    cp.take("norm.bias", "norm.bias", emb)
+    if ts.num_classes == ss.num_classes:
+        cp.take("head.weight", "head.weight", None, emb)
+        cp.take("head.bias", "head.bias")
+    return report
+
+
+# How it exports with litert-torch 0.10, found by exporting one: every reshape (its own LayerNorm
+# decomposition's included) is lowered with the sample's batch baked into a constant shape, so a
+# "dynamic" ViT file declares batch -1 but fails at any other batch (hence a fixed batch of 1); and
+# its PT2E quantizer leaves the norms, softmax and GELU in float (hence no fully integer file).
+register_family(Family(
+    "vit", ViTSpec, ViT, shrink=shrink_vit, init_from_teacher=init_vit, between=between_vit,
+    dynamic_batch=False,
+    int8_problem=("litert-torch 0.10 quantizes a ViT's matmuls but leaves its LayerNorm, softmax and GELU in "
+                  "float, which int8 verification refuses"),
+))

@@ -2,9 +2,14 @@
 
 The student is exported to an ATen graph, fake-quant observers are inserted where LiteRT's int8
 kernels will quantize (per-channel symmetric weights, per-tensor activations), and a few epochs of
-training with the teacher's soft targets let the weights adapt to int8. ``convert_pt2e`` then fixes
-the learned scales; that graph is exactly what litert-torch turns into the fully integer .tflite,
-so the QAT result, not a fresh post-training calibration, reaches the device.
+training with the build's own loss let the weights adapt to int8. ``convert_pt2e`` then fixes the
+learned scales; that graph is exactly what litert-torch turns into the fully integer .tflite, so
+the QAT result, not a fresh post-training calibration, reaches the device.
+
+The loss is the build's recipe less what the exported graph cannot feed: terms on logits (ce, kd,
+dist, logit-level rkd) run as in distillation; terms on intermediate features (hints, attention,
+rkd on embeddings) need module paths to tap, which the exported graph no longer has. Those are
+left out, and :class:`QATResult` says which and why.
 """
 
 from __future__ import annotations
@@ -15,13 +20,17 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.losses import kd_loss
+from edgedistill.distill.losses import DistillationLoss, LossWeights
+from edgedistill.distill.recipe import DEFAULT_LOSS
 from edgedistill.distill.trainer import evaluate
 from edgedistill.quantize import litert_patch
+
+NO_TAPS = "the PT2E-exported graph has no module paths to tap"
+# With nothing of the build's loss left (e.g. ce=0,hint=1), QAT keeps to the labels.
+FALLBACK_LOSS = LossWeights(ce=1.0)
 
 
 @dataclass
@@ -30,9 +39,6 @@ class QATConfig:
     lr: float = 5e-4
     batch_size: int = 64
     seed: int = 0
-    ce: float = 0.5
-    kd: float = 0.5
-    temperature: float = 4.0
 
 
 @dataclass
@@ -41,6 +47,8 @@ class QATResult:
     val_acc: float = 0.0
     test_acc: float = 0.0
     seconds: float = 0.0
+    loss_used: str = ""  # the loss QAT trained with, as a --loss string
+    loss_dropped: dict[str, str] = field(default_factory=dict)  # term of the build's loss -> why not here
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,14 +64,35 @@ def batch_dim() -> torch.export.Dim:
     return torch.export.Dim("batch", min=1, max=4096)
 
 
+def qat_loss(
+    weights: LossWeights, student: nn.Module, teacher: nn.Module | None, have_teacher_logits: bool
+) -> DistillationLoss:
+    """The part of ``weights`` that can train the exported ``student``: its ``dropped`` says what
+    was left out and why, ``used`` what remains. ``teacher`` is only looked at (RKD runs on
+    embeddings, so cannot run here, when both models name an embedding module)."""
+    loss = DistillationLoss(teacher, student, weights, None, features=False, teacher_logits=have_teacher_logits,
+                            no_features_because=NO_TAPS)
+    if not loss.terms:
+        fallback = DistillationLoss(None, student, FALLBACK_LOSS, None, features=False, teacher_logits=False)
+        fallback.dropped = loss.dropped
+        return fallback
+    return loss
+
+
 def qat_finetune(
     student: nn.Module,
     data: ImageDataset,
     teacher_logits: torch.Tensor | None,
     cfg: QATConfig,
+    weights: LossWeights | None = None,
+    *,
+    teacher: nn.Module | None = None,
 ) -> tuple[torch.fx.GraphModule, object, QATResult]:
     """Return (converted int8 reference graph, the quantizer, metrics). ``teacher_logits`` are the
-    teacher's logits on the un-augmented training split (None: labels only)."""
+    teacher's logits on the un-augmented training split (None: the terms that need them drop out).
+    ``weights``: the build's loss (default: the default recipe, ce=0.5,kd=0.5,T=4); its logit-level
+    terms train the graph (:func:`qat_loss`). ``teacher`` tells which form of RKD the build ran
+    (without it, RKD runs on the logits)."""
     from torchao.quantization.pt2e import (
         allow_exported_model_train_eval,
         move_exported_model_to_eval,
@@ -71,6 +100,7 @@ def qat_finetune(
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
+    criterion = qat_loss(DEFAULT_LOSS if weights is None else weights, student, teacher, teacher_logits is not None)
     litert_patch.install()
     torch.manual_seed(cfg.seed)
     x_train = torch.from_numpy(data.inputs("train"))
@@ -85,7 +115,7 @@ def qat_finetune(
     opt = torch.optim.AdamW(prepared.parameters(), lr=cfg.lr, weight_decay=0.0)
     steps = max(1, cfg.epochs * math.ceil(len(x_train) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    result = QATResult()
+    result = QATResult(loss_used=criterion.used.to_str(), loss_dropped=dict(criterion.dropped))
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + 7_919 + epoch)
@@ -96,9 +126,8 @@ def qat_finetune(
             if len(idx) < 2:
                 continue
             logits = prepared(x_train[idx])
-            loss = cfg.ce * F.cross_entropy(logits, y_train[idx])
-            if teacher_logits is not None and cfg.kd > 0:
-                loss = loss + cfg.kd * kd_loss(logits, teacher_logits[idx], cfg.temperature)
+            t_logits = teacher_logits[idx] if teacher_logits is not None else None
+            loss, _ = criterion(logits, y_train[idx], t_logits, {}, {})
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,20 +1,19 @@
 """Students shaped like the teacher, ranked under a target's budgets with predicted latency.
 
-Candidates keep the teacher's family and shrink it in proportion: fewer blocks per stage (resnet,
-mobilenet) or fewer layers (vit), and narrower channels (resnet, mobilenet) or a narrower embedding
-with proportionally fewer heads of the teacher's head width (vit). Each candidate gets, without
-exporting anything:
+Candidates keep the teacher's family and shrink it in proportion, by the family's own rule
+(:attr:`~edgedistill.models.base.Family.shrink`: fewer blocks per stage or layers, narrower
+channels or embedding). Each candidate gets, without exporting anything:
 
 - size: a fully integer .tflite is int8 weights + int32 biases + the flatbuffer's fixed overhead,
   predicted from the parameter count (exact to a few percent for these graphs); fp32 is 4 bytes
   a parameter;
-- latency: the target's calibrated :class:`~edgedistill.select.latency_model.LatencyModel`;
+- latency: the target's calibrated :class:`~edgedistill.hardware.latency_model.LatencyModel`;
 - peak memory: arena estimate = the largest input + output activation pair of any kernel + weights.
 
 Selection takes the highest-capacity candidate that fits every budget; the capacity proxy is the
 parameter count, then FLOPs. A teacher outside the zoo (no ``spec``) gets candidates from the
 zoo's most target-friendly family, the inverted-residual one (``mobilenet``: depthwise-separable
-convs with linear bottlenecks), shrunk from :data:`NON_ZOO_BASE`.
+convs with linear bottlenecks), shrunk from :data:`~edgedistill.models.mobilenet.NON_ZOO_BASE`.
 """
 
 from __future__ import annotations
@@ -23,10 +22,8 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from edgedistill.models import count_flops, count_parameters, create_model, spec_to_dict
-from edgedistill.select.targets import Target
-
-WIDTH_MULTIPLIERS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.1875, 0.125)
+from edgedistill.hardware.targets import Target
+from edgedistill.models import count_flops, count_parameters, create_model, families, get_family, spec_to_dict
 # Size of a fully integer .tflite, fitted by scripts/fit_tflite_size.py on six residual and four
 # inverted-residual students exported through the build's own path (within 376 bytes on all ten):
 # one byte per weight, per quantized output channel an int32 bias plus per-channel scale and zero
@@ -35,10 +32,6 @@ TFLITE_BYTES_PER_CHANNEL = 25.8
 TFLITE_BYTES_PER_LAYER = 866.0
 TFLITE_BYTES_FIXED = 135.0
 CAPACITY_RULE = "highest capacity (parameters, then FLOPs) whose predicted latency, size and peak memory fit"
-ZOO_FAMILIES = ("mobilenet", "resnet", "vit")
-# What a teacher outside the zoo is shrunk from: an inverted-residual net about as wide and deep as
-# the built-in teacher (widths, depths, expansion); the width ladder reaches down from there.
-NON_ZOO_BASE = ((32, 64, 128), (2, 2, 2), 4)
 
 
 @dataclass
@@ -76,40 +69,13 @@ class Candidate:
         return d
 
 
-def _round_width(w: float, multiple: int = 4) -> int:
-    return max(multiple, int(round(w / multiple)) * multiple)
-
-
-def _depth_options(depth: int) -> list[int]:
-    return sorted({depth, max(1, (3 * depth) // 4), max(1, depth // 2), max(1, depth // 4)}, reverse=True)
-
-
 def shrink_specs(teacher_spec) -> list:
-    """Narrower (width multipliers, channels kept in proportion) and shallower (fewer blocks per
-    stage / layers) versions of the teacher's own architecture, the teacher's own shape included."""
-    specs = []
-    if teacher_spec.family in ("resnet", "mobilenet"):
-        depth_options = {
-            tuple(teacher_spec.depths),
-            tuple(max(1, d - 1) for d in teacher_spec.depths),
-            tuple(max(1, d // 2) for d in teacher_spec.depths),
-            tuple(1 for _ in teacher_spec.depths),
-        }
-        for depths in sorted(depth_options, reverse=True):
-            for m in WIDTH_MULTIPLIERS:
-                widths = tuple(_round_width(w * m) for w in teacher_spec.widths)
-                specs.append(dataclasses.replace(teacher_spec, widths=widths, depths=depths))
-    elif teacher_spec.family == "vit":
-        head_dim = teacher_spec.dim // teacher_spec.heads
-        for depth in _depth_options(teacher_spec.depth):
-            for m in WIDTH_MULTIPLIERS:
-                heads = max(1, round(teacher_spec.heads * m))
-                # heads in proportion, each as wide as the teacher's; a single head may be narrower
-                dim = heads * head_dim if heads > 1 else min(head_dim, _round_width(teacher_spec.dim * m))
-                specs.append(dataclasses.replace(teacher_spec, dim=dim, depth=depth, heads=heads))
-    else:
-        raise ValueError(f"no shrinking rule for family {teacher_spec.family!r}")
-    unique = {spec_key(s): s for s in specs}
+    """The teacher family's shrunk versions of the teacher (:attr:`~edgedistill.models.base.Family.shrink`,
+    the teacher's own shape included), each shape once, in the family's order."""
+    family = getattr(teacher_spec, "family", None)
+    if family not in families():
+        raise ValueError(f"no shrinking rule for family {family!r}")
+    unique = {spec_key(s): s for s in get_family(family).shrink(teacher_spec)}
     return list(unique.values())
 
 
@@ -137,9 +103,9 @@ def predicted_size_kb(model, precision: str) -> float:
 
 def _default_latency_model(target: Target):
     """The target's latency model: its calibration, else one derived from the nearest shipped
-    target (:func:`~edgedistill.select.latency_model.latency_model_for`; an InputError when
+    target (:func:`~edgedistill.hardware.latency_model.latency_model_for`; an InputError when
     neither exists, never a silent "latency not predicted")."""
-    from edgedistill.select.latency_model import latency_model_for
+    from edgedistill.hardware.latency_model import latency_model_for
 
     return latency_model_for(target)
 
@@ -154,7 +120,7 @@ def evaluate_candidates(
     predicted (nor used to exclude) only when it has no coefficients for the precision. Sorted
     highest capacity first.
     """
-    from edgedistill.select.latency_model import trace_cost
+    from edgedistill.hardware.cost import trace_cost
 
     precision = precision or target.precision
     model_for_latency = latency_model if latency_model is not None else _default_latency_model(target)
@@ -214,11 +180,12 @@ class Selection:
 
 def zoo_teacher_spec(teacher, in_channels: int, num_classes: int) -> tuple[object, str]:
     """(spec to shrink, note): the teacher's own spec, or for a teacher outside the zoo (an
-    ``nn.Module`` without a zoo ``spec``) the inverted-residual family's :data:`NON_ZOO_BASE`."""
+    ``nn.Module`` without a zoo ``spec``) the inverted-residual family's
+    :data:`~edgedistill.models.mobilenet.NON_ZOO_BASE`."""
     spec = getattr(teacher, "spec", teacher if hasattr(teacher, "family") else None)
-    if spec is not None and getattr(spec, "family", None) in ZOO_FAMILIES:
+    if spec is not None and getattr(spec, "family", None) in families():
         return spec, ""
-    from edgedistill.models.mobilenet import MobileNetSpec
+    from edgedistill.models.mobilenet import NON_ZOO_BASE, MobileNetSpec
 
     base = MobileNetSpec(in_channels, num_classes, *NON_ZOO_BASE)
     note = ("teacher is outside the zoo: candidates come from the zoo's most target-friendly family, "

@@ -186,7 +186,7 @@ def _read_sample(bundle: Path, report: VerifyReport, intact: set[str]) -> dict |
 
 def _manifest_specs(entry: dict):
     from edgedistill.data.dataset import Preprocessing
-    from edgedistill.verify.runtime import TensorSpec
+    from edgedistill.backends.io import TensorSpec
 
     def spec(d: dict) -> TensorSpec:
         q = d.get("quantization") or {}
@@ -211,13 +211,14 @@ def _io_mismatch(promised, actual) -> str:
 
 def _check_artifact(bundle: Path, name: str, entry: dict, sample: dict | None, report: VerifyReport,
                     intact: set[str]) -> None:
-    from edgedistill.verify.runtime import OnnxModel, TFLiteModel, from_model_output, to_model_input
+    from edgedistill.backends import load_model
+    from edgedistill.backends.io import from_model_output, to_model_input
 
     if name not in intact:
         report.add(name, "loads", False, "not loaded: its integrity check failed")
         return
     try:
-        model = TFLiteModel(bundle / name) if name.endswith(".tflite") else OnnxModel(bundle / name)
+        model = load_model(bundle / name)
         pre, in_spec, out_spec = _manifest_specs(entry)
     except Exception as exc:  # any runtime or manifest error is a verdict on this file, not a crash
         report.add(name, "loads", False, f"does not load: {exc}")
@@ -253,17 +254,10 @@ def _check_artifact(bundle: Path, name: str, entry: dict, sample: dict | None, r
 
 
 def _check_integer(name: str, model, report: VerifyReport) -> None:
-    from edgedistill.verify.runtime import TFLiteModel
+    from edgedistill.backends import backend_for
 
-    if isinstance(model, TFLiteModel):
-        problems = model.integer_problems()
-        dtypes = model.tensor_dtypes()
-        report.add(name, "dtypes", not problems, "; ".join(problems) if problems else
-                   f"fully integer ({', '.join(f'{v} {k}' for k, v in sorted(dtypes.items()))} tensors)")
-    else:
-        qdq = model.quantized_node_count()
-        report.add(name, "dtypes", qdq > 0, f"{qdq} QuantizeLinear/DequantizeLinear nodes" if qdq else
-                   "no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")
+    ok, detail = backend_for(name).quantization_evidence(model)
+    report.add(name, "dtypes", ok, detail)
 
 
 def _print_table(report: VerifyReport) -> None:

@@ -1,8 +1,10 @@
 """Verify each exported artifact against the torch model it came from, before anything ships.
 
 Checks: accuracy on the test split, top-1 agreement and logit error against the torch reference,
-tensor dtypes of the int8 models (fully integer: int8 activations and weights, int32 biases, int8
-input and output), and that the int8 .tflite runs on LiteRT's builtin kernels without XNNPACK.
+and whatever the artifact's backend checks besides (fully integer dtypes of an int8 .tflite and its
+run on LiteRT's builtin kernels without XNNPACK; QDQ nodes of an int8 .onnx). The report keeps the
+artifact's predictions, so later stages (the bundle's verification sample, the report's confusion
+matrix) never run the model again.
 """
 
 from __future__ import annotations
@@ -12,23 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedistill.artifacts import Artifact
+from edgedistill.backends import backend_for
+from edgedistill.backends.io import from_model_output, to_model_input
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.errors import VerificationError
 from edgedistill.quality import chance_check
-from edgedistill.verify.runtime import OnnxModel, TFLiteModel, from_model_output, to_model_input
-
-
-@dataclass(frozen=True)
-class VerifyThresholds:
-    min_agreement_int8_tflite: float = 0.99  # vs the QAT torch graph it was lowered from
-    min_agreement_fp32: float = 0.995  # vs the fp32 torch student
-    min_agreement_int8_onnx: float = 0.97  # post-training QDQ vs the fp32 torch student
 
 
 @dataclass
 class ArtifactReport:
     file: str
-    format: str  # "tflite" | "onnx"
+    format: str  # the backend: "tflite" | "onnx"
     precision: str  # "int8" | "fp32"
     reference: str  # which torch model the agreement is measured against
     accuracy: float
@@ -40,22 +37,34 @@ class ArtifactReport:
     tensor_dtypes: dict = field(default_factory=dict)
     builtin_kernels_accuracy: float | None = None
     problems: list[str] = field(default_factory=list)
+    # Top-1 answers on the test split, in order; kept in memory, not in the run directory's JSON.
+    predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("predictions")
+        return d
 
 
 def _predict(model, data: ImageDataset, split: str) -> np.ndarray:
-    spec = model.input_spec
     raw = getattr(data, split).images
-    return from_model_output(model.run(to_model_input(raw, data.preprocessing, spec)), model.output_spec)
+    return from_model_output(model.run(to_model_input(raw, data.preprocessing, model.input_spec)), model.output_spec)
 
 
-def verify_artifact(
+def verify_artifact(artifact: Artifact, data: ImageDataset, reference_logits: np.ndarray) -> ArtifactReport:
+    """Verify ``artifact`` against its reference's logits on the test split, with its own threshold."""
+    spec = artifact.spec
+    report = verify_file(artifact.path, spec.precision, data, reference_logits, spec.reference_name,
+                         spec.min_agreement)
+    report.file = spec.name
+    return report
+
+
+def verify_file(
     path: Path,
     precision: str,
     data: ImageDataset,
@@ -63,15 +72,16 @@ def verify_artifact(
     reference: str,
     min_agreement: float,
 ) -> ArtifactReport:
-    """Compare ``path`` on the test split with ``reference_logits`` (the torch model's)."""
+    """Compare the model file ``path`` on the test split with ``reference_logits`` (the torch model's)."""
     path = Path(path)
     labels = data.test.labels
-    model = TFLiteModel(path) if path.suffix == ".tflite" else OnnxModel(path)
+    backend = backend_for(path)
+    model = backend.load(path)
     logits = _predict(model, data, "test")
     pred, ref_pred = logits.argmax(1), reference_logits.argmax(1)
     report = ArtifactReport(
         file=path.name,
-        format=path.suffix.lstrip("."),
+        format=backend.name,
         precision=precision,
         reference=reference,
         accuracy=float((pred == labels).mean()),
@@ -80,33 +90,17 @@ def verify_artifact(
         max_abs_logit_diff=float(np.abs(logits - reference_logits).max()),
         input=model.input_spec.to_dict(),
         output=model.output_spec.to_dict(),
+        predictions=pred,
     )
     if report.agreement < min_agreement:
         report.problems.append(
             f"top-1 agreement with {reference} is {report.agreement:.4f} < {min_agreement}"
             + _weak_reference_note(report.reference_accuracy, labels)
         )
-    if isinstance(model, TFLiteModel):
-        report.tensor_dtypes = model.tensor_dtypes()
-        if precision == "int8":
-            report.problems += model.integer_problems()
-            builtin = TFLiteModel(path, builtin_only=True)
-            try:
-                b_logits = _predict(builtin, data, "test")
-            except Exception as exc:  # a kernel missing or rejecting the model: report, don't crash
-                report.problems.append(f"does not run on LiteRT builtin kernels without XNNPACK: {exc}")
-            else:
-                report.builtin_kernels_accuracy = float((b_logits.argmax(1) == labels).mean())
-                b_agree = float((b_logits.argmax(1) == pred).mean())
-                if b_agree < min_agreement:
-                    report.problems.append(
-                        f"builtin kernels agree with XNNPACK on only {b_agree:.4f} of test images"
-                    )
-    elif precision == "int8":
-        qdq = model.quantized_node_count()
-        report.tensor_dtypes = {"QuantizeLinear+DequantizeLinear nodes": qdq}
-        if qdq == 0:
-            report.problems.append("no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")
+    extra = backend.check(precision, path, model, lambda m: _predict(m, data, "test"), labels, pred, min_agreement)
+    report.tensor_dtypes = extra.tensor_dtypes
+    report.builtin_kernels_accuracy = extra.builtin_kernels_accuracy
+    report.problems += extra.problems
     return report
 
 

@@ -1,13 +1,10 @@
 """PyTorch -> LiteRT (.tflite) with litert-torch, NHWC input/output for apps.
 
 Apps hand LiteRT images as (N, H, W, C) buffers, so both models are wrapped with channel-last I/O.
-Exports use a dynamic batch dimension: a batch-1 sample would specialise the graph to batch 1.
-
-Except the vision transformer, which is exported at a fixed batch of 1: litert-torch 0.10 lowers
-every reshape (its own LayerNorm decomposition's included) with the sample's batch baked into a
-constant shape, so a "dynamic" ViT file declares batch -1 but fails at any other batch. A fixed
-batch-1 file says what it runs; the manifest records ``batch: 1`` and verification feeds it one
-image at a time.
+Exports use a dynamic batch dimension (a batch-1 sample would specialise the graph to batch 1),
+unless the model's family says it cannot (``Family.dynamic_batch``: the vision transformer, whose
+reasons live with it in ``models/vit.py``); a fixed batch-1 file says what it runs, the manifest
+records ``batch: 1`` and verification feeds it one image at a time.
 """
 
 from __future__ import annotations
@@ -24,20 +21,6 @@ from edgedistill.quantize.qat import batch_dim
 
 def _nhwc_sample(sample_nchw: torch.Tensor) -> torch.Tensor:
     return sample_nchw.permute(0, 2, 3, 1).contiguous()
-
-
-def dynamic_batch_exports(spec) -> bool:
-    """Whether a zoo family's .tflite can take any batch (see the module docstring)."""
-    return getattr(spec, "family", None) != "vit"
-
-
-def fully_integer_problem(spec) -> str:
-    """Why a zoo family cannot be lowered to a fully integer .tflite ("" when it can): found by
-    exporting one with litert-torch 0.10, whose PT2E quantizer leaves a ViT's norms in float."""
-    if getattr(spec, "family", None) == "vit":
-        return ("litert-torch 0.10 quantizes a ViT's matmuls but leaves its LayerNorm, softmax and GELU in "
-                "float, which int8 verification refuses")
-    return ""
 
 
 def _convert(module: nn.Module, sample_nchw: torch.Tensor, path: Path, quant_config=None,

@@ -3,15 +3,15 @@
 ``calibrate(target)`` builds a spread of zoo models (resnet, mobilenet and vit, varied depth and width), exports
 each to .tflite (int8 by PT2E post-training quantization, and fp32), benchmarks them with
 ``bench_model(..., "local")`` at the target's thread count, appends every measurement to the
-LatencyStore (with the spec in ``extra`` so the store alone can refit the model later) and fits
+LatencyStore (with what was measured in ``model``, so the store alone can refit the model later) and fits
 :class:`LatencyModel`. Exports are cached by spec under ``<cache>/calibration_models`` so a rerun
 only re-measures.
 
 Calibration exports use a static batch of 1: that is what is timed, and the vit family does not
 lower to LiteRT with a dynamic batch (litert-torch 0.10 cannot size the patch-embedding reshape).
 
-The feedback building blocks for the build live here too: :func:`refit_from_measurement` and
-(in ``candidates``) :func:`~edgedistill.select.candidates.next_choice`.
+The feedback building blocks for the build live here too: :func:`refit_from_measurement` (and, in
+selection, :func:`~edgedistill.select.candidates.next_choice`).
 """
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from edgedistill.models import create_model, spec_from_dict, spec_to_dict
-from edgedistill.models.mobilenet import MobileNetSpec
-from edgedistill.models.resnet import ResNetSpec
-from edgedistill.models.vit import ViTSpec
-from edgedistill.select.latency_model import (
-    FEATURES,
+from edgedistill.bench.measurement import MeasuredModel
+from edgedistill.hardware.cost import FEATURES
+from edgedistill.hardware.latency_model import (
     LatencyModel,
     LatencyRecord,
     calibration_path,
     latency_model_for,
     user_calibration_path,
 )
-from edgedistill.select.targets import Target
+from edgedistill.hardware.targets import Target
+from edgedistill.models import create_model, spec_from_dict, spec_to_dict
+from edgedistill.models.mobilenet import MobileNetSpec
+from edgedistill.models.resnet import ResNetSpec
+from edgedistill.models.vit import ViTSpec
 
 CALIBRATION_INPUT = (1, 28, 28)  # large enough that latencies sit well above timer noise
 MIN_RECORDS_FOR_FULL_REFIT = 2 * len(FEATURES)
@@ -107,30 +108,20 @@ def _ptq(model: torch.nn.Module, calib: torch.Tensor):
 
 
 def export_for_latency(spec: Any, input_shape: tuple[int, ...], precision: str, path: Path, seed: int = 0) -> Path:
-    """Export ``spec`` (random weights) to a batch-1 NHWC .tflite at ``precision`` (int8 or fp32)."""
-    import litert_torch
-
-    from edgedistill.fsutil import atomic_path
+    """Export ``spec`` (random weights) to a batch-1 NHWC .tflite at ``precision`` (int8 or fp32),
+    through the TFLite backend's own conversion (what the build ships is what calibration times)."""
+    from edgedistill.backends.tflite.convert import export_tflite_fp32, export_tflite_int8
 
     torch.manual_seed(seed)
     model = create_model(spec).eval()
     calib = torch.randn(8, *input_shape)
-    nhwc = calib[:1].permute(0, 2, 3, 1).contiguous()
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    if precision == "int8":
-        from litert_torch.quantize.quant_config import QuantConfig
-
-        converted, quantizer = _ptq(model, calib)
-        edge = litert_torch.convert(litert_torch.to_channel_last_io(converted, args=[0]), (nhwc,),
-                                    quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    elif precision == "fp32":
-        edge = litert_torch.convert(litert_torch.to_channel_last_io(model, args=[0]).eval(), (nhwc,))
-    else:
-        raise ValueError(f"calibration exports int8 or fp32, not {precision!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        edge.export(str(tmp))
-    return path
+    if precision == "int8":
+        converted, quantizer = _ptq(model, calib)
+        return export_tflite_int8(converted, quantizer, calib[:1], path, dynamic_batch=False)
+    if precision == "fp32":
+        return export_tflite_fp32(model, calib[:1], path, dynamic_batch=False)
+    raise ValueError(f"calibration exports int8 or fp32, not {precision!r}")
 
 
 def _export_job(args: tuple) -> tuple[str, str, float]:
@@ -198,8 +189,8 @@ def measured_records(specs: list, input_shape: tuple[int, ...], precisions: tupl
     records = []
     for spec, precision, path in jobs:
         m = measure(path, threads, warmup, runs, rounds)
-        m.extra.update({"spec": spec_to_dict(spec), "input_shape": list(input_shape), "precision": precision,
-                        "purpose": "latency-model calibration", "command": command})
+        m.model = MeasuredModel(spec=spec_to_dict(spec), input_shape=list(input_shape), precision=precision)
+        m.extra.update({"purpose": "latency-model calibration", "command": command})
         if store is not None:
             store.append(m)
         name = spec.describe() if hasattr(spec, "describe") else str(spec)
@@ -217,7 +208,7 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
 
     Writes ``out`` if given, else the repository's ``calibration/<target>.json`` when
     ``write_repo_file`` (a checkout only: an installed wheel's package data is not rewritten), else
-    ``<cache>/calibration/<target>.json``, which :func:`~edgedistill.select.latency_model.find_calibration`
+    ``<cache>/calibration/<target>.json``, which :func:`~edgedistill.hardware.latency_model.find_calibration`
     reads before the shipped file. Only meaningful for a target whose device is this host
     (``host``, or a user's own local target); other targets' figures come from their own devices.
     """
@@ -264,10 +255,10 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
 
 def record_from_measurement(m, spec: Any = None, input_shape: tuple[int, ...] | None = None,
                             precision: str | None = None) -> LatencyRecord:
-    """A LatencyRecord from a stored Measurement; spec/shape/precision from ``m.extra`` when not given."""
-    spec = spec if spec is not None else spec_from_dict(m.extra["spec"])
-    shape = tuple(input_shape if input_shape is not None else m.extra["input_shape"])
-    precision = precision or m.extra.get("precision") or ("int8" if "int8" in m.model_file or m.model_file == "model.tflite" else "fp32")
+    """A LatencyRecord from a stored Measurement; spec/shape/precision from ``m.model`` when not given."""
+    spec = spec if spec is not None else spec_from_dict(m.model.spec)
+    shape = tuple(input_shape if input_shape is not None else m.model.input_shape)
+    precision = precision or m.model.precision
     name = spec.describe() if hasattr(spec, "describe") else str(spec)
     return LatencyRecord.from_model(spec, shape, precision, int(m.threads), float(m.median_ms), name,
                                     f"measured on {m.device} at {m.timestamp}")
@@ -277,8 +268,7 @@ def matching_measurements(target: Target, measurements: list) -> list:
     """Measurements of this target's kind: same runtime family, thread count, and a spec to refit from."""
     out, seen = [], set()
     for m in measurements:
-        extra = m.extra or {}
-        if int(m.threads) != target.threads or "spec" not in extra:
+        if int(m.threads) != target.threads or m.model is None:
             continue
         if target.runtime == "litert" and not str(m.model_file).endswith(".tflite"):
             continue
@@ -286,7 +276,7 @@ def matching_measurements(target: Target, measurements: list) -> list:
         # device (never this host) for the others; a build's records name their target.
         if m.is_host != (target.device_kind == "local"):
             continue
-        if extra.get("target") not in (None, target.name):
+        if m.model.target not in ("", target.name):
             continue
         key = (m.model_sha256, m.device)  # a rerun measures the same model again: count it once
         if key in seen:
@@ -299,8 +289,8 @@ def matching_measurements(target: Target, measurements: list) -> list:
 def refit_from_measurement(target: Target, measurement_records: list, prior: LatencyModel | None = None) -> LatencyModel:
     """The target's latency model corrected by measurements of it.
 
-    ``measurement_records``: LatencyRecords, or Measurements carrying ``extra['spec']`` (and
-    ``input_shape``/``precision``) as calibrate and the build's bench stage store them. With at
+    ``measurement_records``: LatencyRecords, or Measurements whose ``model`` says what was measured,
+    as calibrate and the build's bench stage store them. With at
     least ``MIN_RECORDS_FOR_FULL_REFIT`` records of a precision its coefficients are refitted;
     with fewer, the prior keeps its shape and only ``scale`` changes, to the median of
     measured / predicted (one noisy point must not rewrite six coefficients).
@@ -310,7 +300,7 @@ def refit_from_measurement(target: Target, measurement_records: list, prior: Lat
     for r in measurement_records:
         if isinstance(r, LatencyRecord):
             records.append(r)
-        elif r.extra and "spec" in r.extra:
+        elif r.model is not None:
             records.append(record_from_measurement(r))
     if not records:
         return prior

@@ -1,0 +1,56 @@
+"""ONNX (.onnx): the float student (NCHW, simplified with onnxsim) and an int8 QDQ file that
+onnxruntime quantizes from it after training (ONNX Runtime recalibrates activation ranges itself:
+QAT scales do not carry over, and the manifest says so)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgedistill.artifacts import ArtifactSpec
+from edgedistill.backends.registry import Backend, BackendChecks, ExportInputs, register_backend
+
+MODEL_FP32 = ArtifactSpec(
+    name="model.onnx", backend="onnx", precision="fp32", layout="NCHW", source="float", reference="fp32",
+    min_agreement=0.995,
+)
+MODEL_INT8 = ArtifactSpec(
+    name="model_int8.onnx", backend="onnx", precision="int8", layout="NCHW", source="float", reference="fp32",
+    min_agreement=0.97,  # post-training QDQ vs the fp32 torch student
+    quantization="post-training static QDQ by onnxruntime from the fp32 student",
+)
+
+
+@register_backend
+class OnnxBackend(Backend):
+    name = "onnx"
+    suffix = ".onnx"
+
+    def artifacts(self) -> list[ArtifactSpec]:
+        return [MODEL_FP32, MODEL_INT8]
+
+    def export(self, spec: ArtifactSpec, inputs: ExportInputs, path: Path) -> None:
+        from edgedistill.backends.onnx.convert import export_onnx_fp32, quantize_onnx_int8
+
+        if spec.name == MODEL_INT8.name:
+            quantize_onnx_int8(inputs.exported[MODEL_FP32.name], inputs.calibration, path)
+        else:
+            export_onnx_fp32(inputs.student, inputs.sample, path)
+
+    def load(self, path: Path, *, threads: int = 1):
+        from edgedistill.backends.onnx.runtime import OnnxModel
+
+        return OnnxModel(path, threads=threads)
+
+    def check(self, precision, path, model, predict, labels, predictions, min_agreement) -> BackendChecks:
+        if precision != "int8":
+            return BackendChecks()
+        qdq = model.quantized_node_count()
+        out = BackendChecks(tensor_dtypes={"QuantizeLinear+DequantizeLinear nodes": qdq})
+        if qdq == 0:
+            out.problems.append("no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")
+        return out
+
+    def quantization_evidence(self, model) -> tuple[bool, str]:
+        qdq = model.quantized_node_count()
+        return qdq > 0, (f"{qdq} QuantizeLinear/DequantizeLinear nodes" if qdq else
+                         "no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")

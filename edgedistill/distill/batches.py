@@ -1,0 +1,50 @@
+"""What a training batch is made of: one of nine shifted views per image, canonical strides, and
+the memory layout the device prefers.
+
+A shift of -1..1 pixels along each axis is one of nine views, numbered dy * 3 + dx (view 4 is the
+image itself). Because there are only nine, the teacher's outputs for all of them can be cached
+(:mod:`edgedistill.distill.teacher_cache`) and the student's view looked up.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+N_VIEWS = 9
+
+
+def draw_views(n: int, gen: torch.Generator) -> torch.Tensor:
+    dy = torch.randint(0, 3, (n,), generator=gen)
+    dx = torch.randint(0, 3, (n,), generator=gen)
+    return dy * 3 + dx
+
+
+def shift_views(x: torch.Tensor, views: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+    """Shift each sample by its view's (dy - 1, dx - 1) pixels, filling with the background."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (1, 1, 1, 1), value=float(x.amin()) if fill is None else fill)
+    dy, dx = views // 3, views % 3
+    rows = dy[:, None] + torch.arange(h)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w)[None, :]  # (n, w)
+    idx_n = torch.arange(n)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
+    return canonical(out.permute(0, 3, 1, 2))
+
+
+def canonical(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with row-major strides on every axis, size-1 axes included. ``.contiguous()`` keeps a
+    permuted tensor whose only odd stride is on a size-1 axis (a one-channel image batch), and
+    torch's CPU convolution backward corrupts memory on such input (seen on 28x28 data)."""
+    expected, step = [], 1
+    for size in reversed(x.shape):
+        expected.append(step)
+        step *= size
+    if tuple(reversed(expected)) == x.stride():
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x

@@ -1,0 +1,51 @@
+"""What every stage of one build reads: the config, the target, the data, the teacher, the loss
+and training settings, the run directory and the progress reporter."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+
+from edgedistill import __version__
+from edgedistill.config import BuildConfig
+from edgedistill.data.dataset import ImageDataset
+from edgedistill.distill.losses import LossWeights
+from edgedistill.distill.trainer import TrainConfig
+from edgedistill.progress import Reporter
+from edgedistill.rundir import RunDir
+
+VERSIONED = ("torch", "litert-torch", "ai-edge-litert", "torchao", "onnx", "onnxruntime", "onnxscript", "onnxsim",
+             "numpy")
+
+
+def versions() -> dict[str, str]:
+    """The versions of everything that shapes the artifacts (the manifest and the stage keys)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"edgedistill": __version__, "python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass
+class BuildContext:
+    cfg: BuildConfig
+    target: object  # hardware Target, budgets already overridden by the flags
+    data: ImageDataset
+    teacher: object  # the teacher nn.Module, in eval mode
+    teacher_info: object  # stages.teacher.TeacherInfo
+    weights: LossWeights  # the distillation loss
+    train_cfg: TrainConfig
+    device: str  # where to benchmark: "local", "ssh://...", "adb[:SERIAL]" or a devices.toml name
+    rd: RunDir
+    rep: Reporter
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Said loudly now, and kept in the manifest and at the top of both reports."""
+        self.warnings.append(message)
+        self.rep.warn(message)

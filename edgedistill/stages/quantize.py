@@ -1,0 +1,79 @@
+"""Stage 5, quantize: quantization-aware fine-tuning of the distilled student, supervised by the
+teacher, and every artifact made from the QAT graph (``source="qat"``: the fully integer
+``model.tflite``); kept in the run directory with the QAT graph's test logits, its reference."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgedistill.artifacts import Artifact
+from edgedistill.backends import ExportInputs, artifact_specs, backend
+from edgedistill.distill.trainer import predict_logits
+from edgedistill.stages.context import BuildContext, versions
+from edgedistill.stages.student import weights_digest
+
+REFERENCE_LOGITS = "reference_test_logits.npy"
+
+
+@dataclass
+class QuantizeResult:
+    losses: list[float]
+    val_acc: float
+    test_acc: float
+    seconds: float
+    config: dict  # the QATConfig it ran with
+    loss_used: str = ""  # the terms of the build's loss QAT trained with
+    loss_dropped: dict = field(default_factory=dict)  # term -> why QAT could not use it
+    dir: str = ""  # the stage folder as it is now (run directories move); not stored
+
+    def artifacts(self) -> list[Artifact]:
+        return [spec.at(Path(self.dir) / spec.name) for spec in artifact_specs("qat")]
+
+    def reference_logits(self) -> np.ndarray:
+        return np.load(Path(self.dir) / REFERENCE_LOGITS)
+
+    def stored(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("dir")
+        return d
+
+
+def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, base_inputs: dict) -> QuantizeResult:
+    from edgedistill.models import family_of
+    from edgedistill.quantize.qat import QATConfig, qat_finetune
+
+    cfg, data, weights = ctx.cfg, ctx.data, ctx.weights
+    qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed)
+    stage = ctx.rd.stage(f"{tag}/quantize", {**base_inputs, "student_weights": weights_digest(ctx.rd, tag),
+                                             "qat": dataclasses.asdict(qcfg), "loss": weights.to_str(),
+                                             "versions": versions()})
+    specs = artifact_specs("qat")
+    stored = stage.load(files=(*(s.name for s in specs), REFERENCE_LOGITS))
+    if stored is not None:
+        try:
+            return QuantizeResult(**stored, dir=str(stage.dir))
+        except TypeError:
+            pass  # a result of another version: quantize again
+    stage.begin()
+    x_train = torch.from_numpy(data.inputs("train"))
+    teacher_logits = predict_logits(ctx.teacher, x_train)
+    converted, quantizer, qat = qat_finetune(student_model, data, teacher_logits, qcfg, weights, teacher=ctx.teacher)
+    x_test = torch.from_numpy(data.inputs("test"))
+    with torch.no_grad():
+        np.save(stage.dir / REFERENCE_LOGITS, converted(x_test).numpy())
+    inputs = ExportInputs(sample=x_train[:4], dynamic_batch=family_of(student_model.spec).dynamic_batch,
+                          converted=converted, quantizer=quantizer)
+    for spec in specs:
+        path = stage.dir / spec.name
+        backend(spec.backend).export(spec, inputs, path)
+        inputs.exported[spec.name] = path
+    result = QuantizeResult(losses=qat.losses, val_acc=qat.val_acc, test_acc=qat.test_acc, seconds=qat.seconds,
+                            config=dataclasses.asdict(qcfg), loss_used=qat.loss_used,
+                            loss_dropped=dict(qat.loss_dropped), dir=str(stage.dir))
+    stage.save(result.stored())
+    return result

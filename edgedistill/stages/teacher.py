@@ -1,0 +1,103 @@
+"""Stage 2, teacher: the user's (``--teacher``, loaded before the data is read) or the built-in
+residual CNN (trained on first use, then cached); and a check that it learned anything at all."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from edgedistill.config import BuildConfig
+from edgedistill.data.dataset import ImageDataset
+from edgedistill.distill.trainer import evaluate
+from edgedistill.errors import InputError
+from edgedistill.models import count_parameters, spec_to_dict
+from edgedistill.progress import Reporter
+from edgedistill.rundir import stable_hash
+
+
+@dataclass
+class TeacherInfo:
+    """What later stages, the manifest and the report know of the teacher."""
+
+    key: str  # what the student stages depend on (the teacher's recipe or its files, by content)
+    params: int
+    test_acc: float
+    val_acc: float | None
+    source: dict  # provenance, as the manifest records it (free-form, from the loader or the cache)
+    cached: bool = False  # the built-in teacher was reused from the cache
+    spec: dict | None = None  # a zoo teacher's spec
+    history: list[dict] = field(default_factory=list)  # training curve of the built-in teacher
+
+
+def load_user_teacher(cfg: BuildConfig):
+    """The user's teacher (``--teacher``/``--weights``) loaded, or None for the built-in one."""
+    if not cfg.teacher:
+        if cfg.weights:
+            raise InputError("--weights only applies to --teacher (a factory's weights)",
+                             hint="give --teacher FILE.py:FUNCTION, or drop --weights")
+        return None
+    from edgedistill.teacher.load import load_teacher
+
+    return load_teacher(cfg.teacher, Path(cfg.weights) if cfg.weights else None)
+
+
+def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None) -> tuple[torch.nn.Module, TeacherInfo]:
+    rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
+    x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
+    if loaded is not None:
+        from edgedistill.teacher.load import infer_io
+
+        infer_io(loaded, data)
+        module = loaded.module.eval()
+        acc = evaluate(module, x_test, y_test)
+        val_acc = evaluate(module, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
+        rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "
+                 f"validation {val_acc:.4f}")
+        return module, TeacherInfo(key=stable_hash(loaded.source), params=count_parameters(module), test_acc=acc,
+                                   val_acc=val_acc, source=loaded.source,
+                                   spec=spec_to_dict(module.spec) if hasattr(module, "spec") else None)
+    from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN, builtin_teacher
+
+    teacher_cfg = dataclasses.replace(DEFAULT_TEACHER_TRAIN, epochs=cfg.teacher_epochs, device=cfg.device)
+    module, info = builtin_teacher(data, teacher_cfg, progress=rep.epoch)
+    rep.note(("reused cached" if info.cached else "trained") + f" teacher: {info.params:,} params, "
+             f"test accuracy {info.test_acc:.4f} ({info.source['cache']})")
+    return module, TeacherInfo(key=info.source["key"], params=info.params, test_acc=info.test_acc,
+                               val_acc=info.val_acc, source=info.source, cached=info.cached, spec=info.spec,
+                               history=_cached_history(info.source.get("cache")))
+
+
+def _cached_history(cache: str | None) -> list[dict]:
+    """The built-in teacher's training curve, which its cache entry keeps (for the report)."""
+    if not cache:
+        return []
+    try:
+        meta = json.loads((Path(cache) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [{"epoch": h.get("epoch"), "loss": h.get("loss"), "val_acc": h.get("val_acc")}
+            for h in (meta.get("history") or {}).get("history", [])]
+
+
+def check_teacher(cfg: BuildConfig, info: TeacherInfo, data: ImageDataset, warn):
+    """Say loudly when the teacher is at chance on the validation split (a student distilled from
+    it learns nothing, yet every later check would pass), and apply --min-teacher-accuracy.
+    Returns the teacher gate's result, or None without that gate."""
+    from edgedistill.gates import check_teacher_gate
+    from edgedistill.quality import chance_check
+
+    if info.val_acc is None:
+        return None
+    check = chance_check(info.val_acc, data.val.labels)
+    if check.near_chance:
+        warn(f"the teacher is at chance: {100 * info.val_acc:.1f}% on the validation split ({check.n} images) "
+             f"against {100 * check.chance:.1f}% for always answering the commonest class; a student "
+             "distilled from it learns nothing (untrained weights, the wrong --weights, or other "
+             "preprocessing than it was trained with: check --mean/--std)")
+    if cfg.gate_min_teacher_accuracy is None:
+        return None
+    return check_teacher_gate(info.val_acc, cfg.gate_min_teacher_accuracy)  # raises GateFailed (exit 4)
