@@ -324,9 +324,9 @@ def render_html(manifest: dict, extras: dict | None = None) -> str:
 # --- gathering extras from a finished build ---------------------------------------------------------
 
 
-def _history(train: dict | None) -> list[dict]:
-    return [{"epoch": h.get("epoch"), "loss": h.get("loss"), "val_acc": h.get("val_acc")}
-            for h in (train or {}).get("history", [])]
+def _history(train) -> list[dict]:
+    """A TrainResult's curve as the charts draw it."""
+    return [{"epoch": h.epoch, "loss": h.loss, "val_acc": h.val_acc} for h in train.history]
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> list[list[int]]:

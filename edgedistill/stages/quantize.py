@@ -14,6 +14,7 @@ import torch
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import ExportInputs, artifact_specs, backend
 from edgedistill.distill.trainer import predict_logits
+from edgedistill.quantize.qat import QATConfig
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest
 
@@ -26,7 +27,7 @@ class QuantizeResult:
     val_acc: float
     test_acc: float
     seconds: float
-    config: dict  # the QATConfig it ran with
+    config: QATConfig  # what it ran with
     loss_used: str = ""  # the terms of the build's loss QAT trained with
     loss_dropped: dict = field(default_factory=dict)  # term -> why QAT could not use it
     dir: str = ""  # the stage folder as it is now (run directories move); not stored
@@ -42,10 +43,14 @@ class QuantizeResult:
         d.pop("dir")
         return d
 
+    @classmethod
+    def from_stored(cls, d: dict, folder: Path) -> "QuantizeResult":
+        return cls(**{**d, "config": QATConfig(**d["config"]), "dir": str(folder)})
+
 
 def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, base_inputs: dict) -> QuantizeResult:
     from edgedistill.models import family_of
-    from edgedistill.quantize.qat import QATConfig, qat_finetune
+    from edgedistill.quantize.qat import qat_finetune
 
     cfg, data, weights = ctx.cfg, ctx.data, ctx.weights
     qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed)
@@ -56,7 +61,7 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
     stored = stage.load(files=(*(s.name for s in specs), REFERENCE_LOGITS))
     if stored is not None:
         try:
-            return QuantizeResult(**stored, dir=str(stage.dir))
+            return QuantizeResult.from_stored(stored, stage.dir)
         except TypeError:
             pass  # a result of another version: quantize again
     stage.begin()
@@ -73,7 +78,7 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
         backend(spec.backend).export(spec, inputs, path)
         inputs.exported[spec.name] = path
     result = QuantizeResult(losses=qat.losses, val_acc=qat.val_acc, test_acc=qat.test_acc, seconds=qat.seconds,
-                            config=dataclasses.asdict(qcfg), loss_used=qat.loss_used,
+                            config=qcfg, loss_used=qat.loss_used,
                             loss_dropped=dict(qat.loss_dropped), dir=str(stage.dir))
     stage.save(result.stored())
     return result

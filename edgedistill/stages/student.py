@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill.losses import LossWeights
-from edgedistill.distill.trainer import TrainConfig, evaluate, predict_logits, train
+from edgedistill.distill.trainer import TrainConfig, TrainResult, evaluate, predict_logits, train
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
 from edgedistill.progress import Reporter
 from edgedistill.rundir import RunDir
@@ -28,10 +28,14 @@ class StudentResult:
     params: int
     val_acc: float
     test_acc: float
-    train: dict  # TrainResult.to_dict(): the training curve, as the report draws it
+    train: TrainResult  # the training curve, as the report draws it
     weights_file: str
     assistants: list[str] = field(default_factory=list)  # teacher-assistant chain, largest first
     init: dict = field(default_factory=dict)  # how the student was initialised from the teacher
+
+    @classmethod
+    def from_stored(cls, d: dict) -> "StudentResult":
+        return cls(**{**d, "train": TrainResult.from_dict(d["train"])})
 
 
 def load_student(result: StudentResult, stage_dir: Path) -> torch.nn.Module:
@@ -56,7 +60,7 @@ def train_student(
     stored = stage.load(files=(WEIGHTS_FILE,))
     if stored is not None:
         try:
-            result = StudentResult(**stored)
+            result = StudentResult.from_stored(stored)
             model = load_student(result, stage.dir)
         except (TypeError, KeyError, ValueError, RuntimeError, OSError):
             stored = None  # a damaged stage result: train again
@@ -96,7 +100,7 @@ def train_student(
     save_file(model.state_dict(), str(stage.dir / WEIGHTS_FILE))
     result = StudentResult(
         spec=spec_to_dict(spec), params=count_parameters(model), val_acc=history.best_val_acc,
-        test_acc=evaluate(model, x_test, y_test), train=history.to_dict(), weights_file=WEIGHTS_FILE,
+        test_acc=evaluate(model, x_test, y_test), train=history, weights_file=WEIGHTS_FILE,
         assistants=assistants, init=init_report,
     )
     stage.save(dataclasses.asdict(result))

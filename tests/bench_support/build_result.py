@@ -9,9 +9,11 @@ import numpy as np
 
 from edgedistill.backends import artifact_specs
 from edgedistill.config import BuildConfig
+from edgedistill.distill.trainer import TrainResult
 from edgedistill.hardware.targets import load_target
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.pipeline import BuildResult
+from edgedistill.quantize.qat import QATConfig
 from edgedistill.select.candidates import Candidate, Selection
 from edgedistill.stages.export import CalibrationInfo, ExportResult
 from edgedistill.stages.quantize import QuantizeResult
@@ -29,7 +31,7 @@ def fake_build_result(data, run_dir: Path | str = "/nonexistent-run") -> BuildRe
                               accuracy=0.9, reference_accuracy=0.9, agreement=1.0, max_abs_logit_diff=0.0,
                               input=io, output=io, predictions=np.zeros(len(data.test), dtype=np.int64))
                for a in artifact_specs()]
-    student = StudentResult(spec={"family": "resnet"}, params=10, val_acc=0.9, test_acc=0.9, train={},
+    student = StudentResult(spec={"family": "resnet"}, params=10, val_acc=0.9, test_acc=0.9, train=TrainResult(),
                             weights_file="student.safetensors")
     chosen = Candidate(spec=spec, params=10, flops=100, predicted_size_kb=1.0)
     return BuildResult(
@@ -37,7 +39,8 @@ def fake_build_result(data, run_dir: Path | str = "/nonexistent-run") -> BuildRe
         teacher=TeacherInfo(key="k", params=100, test_acc=0.95, val_acc=0.95, source={}),
         selection=Selection("android-arm64", "teacher", [chosen], chosen, rule="largest that fits"),
         student=student, scratch=None,
-        qat=QuantizeResult(losses=[], val_acc=0.9, test_acc=0.9, seconds=0.0, config={}, dir=f"{run_dir}/quantize"),
+        qat=QuantizeResult(losses=[], val_acc=0.9, test_acc=0.9, seconds=0.0, config=QATConfig(),
+                           dir=f"{run_dir}/quantize"),
         export=ExportResult(CalibrationInfo("train", 1, 0, 10, "minmax"), dir=f"{run_dir}/export"),
         verification=reports, benchmarks={}, loss="kd",
     )
