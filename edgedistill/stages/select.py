@@ -25,11 +25,11 @@ class FeedbackRound:
     measured_on: str
 
 
-def select_stage(ctx_cfg, target, teacher, teacher_params: int, data, rep) -> Selection:
+def select_stage(cfg, target, teacher, teacher_params: int, data, rep) -> Selection:
     from edgedistill.models import family_of
     from edgedistill.select.candidates import select_student, zoo_teacher_spec
 
-    rep.stage("select", f"student for {target.name}: >= {ctx_cfg.min_compression:g}x smaller, within "
+    rep.stage("select", f"student for {target.name}: >= {cfg.min_compression:g}x smaller, within "
               f"{target.budgets.latency_ms:g} ms, {target.budgets.model_size_kb:g} KB, "
               f"{target.budgets.peak_memory_mb:g} MB")
     c, _, _ = data.input_shape_nchw
@@ -44,7 +44,7 @@ def select_stage(ctx_cfg, target, teacher, teacher_params: int, data, rep) -> Se
             hint="distil into a CNN instead: pass the teacher as a factory whose class is not a zoo model "
                  "(it then gets inverted-residual students)",
         )
-    sel = select_student(teacher_spec, data.input_shape_nchw, target, teacher_params, ctx_cfg.min_compression,
+    sel = select_student(teacher_spec, data.input_shape_nchw, target, teacher_params, cfg.min_compression,
                          note=note)
     if sel.chosen is None:
         best = min(sel.candidates, key=lambda x: x.params)
