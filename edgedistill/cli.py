@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from edgedistill.jsonout import stdout_to_stderr
+from edgedistill.streams import stdout_to_stderr
 from edgedistill.progress import console
 from rich.table import Table
 

@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("build_args", nargs="*", help="extra arguments for edgedistill build (after --)")
     args = parser.parse_args()
     # The build and the libraries print as they go; with --json stdout carries the summary alone.
-    from edgedistill.jsonout import stdout_to_stderr
+    from edgedistill.streams import stdout_to_stderr
 
     with stdout_to_stderr(args.json):
         import torch

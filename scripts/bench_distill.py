@@ -39,7 +39,7 @@ from edgedistill.distill.assistant import distill_chain, plan_assistants, spec_p
 from edgedistill.distill.losses import LossWeights  # noqa: E402
 from edgedistill.distill.recipe import DEFAULT_INIT_FROM_TEACHER, apply_overrides, default_recipe  # noqa: E402
 from edgedistill.distill.trainer import TrainConfig, evaluate, train  # noqa: E402
-from edgedistill.jsonout import stdout_to_stderr  # noqa: E402
+from edgedistill.streams import stdout_to_stderr  # noqa: E402
 from edgedistill.models.base import create_model  # noqa: E402
 from edgedistill.models.init import init_student_from_teacher  # noqa: E402
 from edgedistill.models.resnet import ResNetSpec  # noqa: E402

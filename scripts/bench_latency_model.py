@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgedistill.hardware.calibrate import CALIBRATION_INPUT, calibration_specs, measured_records
     from edgedistill.hardware.latency_model import LatencyModel
     from edgedistill.hardware.targets import load_target
-    from edgedistill.jsonout import stdout_to_stderr
+    from edgedistill.streams import stdout_to_stderr
 
     target = load_target(args.target)
     if target.device_kind != "local":

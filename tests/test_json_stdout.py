@@ -64,7 +64,7 @@ def test_build_json_when_the_build_stops_early(tmp_path):
 
 NOISY = textwrap.dedent("""
     import ctypes, json, os, sys
-    from edgedistill.jsonout import stdout_to_stderr
+    from edgedistill.streams import stdout_to_stderr
 
     with stdout_to_stderr({enabled}):
         print("python progress line")
@@ -97,7 +97,7 @@ def test_stdout_to_stderr_disabled_leaves_stdout_alone():
 def test_quiet_native_stderr_drops_only_the_delegate_line():
     code = textwrap.dedent("""
         import os, sys
-        from edgedistill.jsonout import quiet_native_stderr
+        from edgedistill.streams import quiet_native_stderr
 
         print("before", file=sys.stderr, flush=True)
         with quiet_native_stderr():

@@ -22,7 +22,7 @@ from edgedistill.bench.runner import bench_many, bench_model, check_model, inspe
 from edgedistill.bench.store import LatencyStore
 from edgedistill.errors import EXIT_DEVICE, EXIT_OK, InputError
 from edgedistill.fsutil import sha256_file
-from edgedistill.jsonout import stdout_to_stderr
+from edgedistill.streams import stdout_to_stderr
 
 
 def bench_command(

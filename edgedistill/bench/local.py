@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgedistill.bench import device_bench
 from edgedistill.errors import DeviceError, InputError
-from edgedistill.jsonout import quiet_native_stderr
+from edgedistill.streams import quiet_native_stderr
 
 
 def run_local(model_path: Path, *, threads: int, delegate: str, warmup: int, runs: int,

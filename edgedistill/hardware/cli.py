@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgedistill.errors import EXIT_OK
-from edgedistill.jsonout import stdout_to_stderr
+from edgedistill.streams import stdout_to_stderr
 
 
 def calibrate_command(

@@ -16,7 +16,7 @@ class TFLiteModel:
         resolver = (
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin_only else OpResolverType.AUTO
         )
-        from edgedistill.jsonout import quiet_native_stderr
+        from edgedistill.streams import quiet_native_stderr
 
         self.path = Path(path)
         with quiet_native_stderr():  # LiteRT's native "Created ... XNNPACK delegate" INFO line
