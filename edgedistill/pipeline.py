@@ -120,7 +120,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     selection = select_stage(cfg, target, teacher, count_parameters(teacher), data, rep)
 
     r, candidate, rounds = measured_choice(ctx, selection)
-    check_student(r.student_model, r.student, data, ctx.warn)
+    check_student(r.export.reference_logits(), r.student, data, ctx.warn)
     scratch = None
     if cfg.scratch_baseline:
         rep.stage("scratch", "the same student from labels alone, for comparison")

@@ -11,6 +11,7 @@ from edgedistill.backends.registry import (  # noqa: F401
     backend,
     backend_for,
     backends,
+    export_artifacts,
     load_model,
     main_artifact,
     register_backend,

@@ -106,6 +106,15 @@ def load_model(path: Path | str, *, threads: int = 1) -> RuntimeModel:
     return backend_for(path).load(Path(path), threads=threads)
 
 
+def export_artifacts(specs: list[ArtifactSpec], inputs: ExportInputs, folder: Path) -> None:
+    """Export ``specs`` into ``folder`` in order, each by its backend; a later one may read an
+    earlier one's file through ``inputs.exported`` (the int8 .onnx quantizes the fp32 .onnx)."""
+    for spec in specs:
+        path = Path(folder) / spec.name
+        backend(spec.backend).export(spec, inputs, path)
+        inputs.exported[spec.name] = path
+
+
 def artifact_specs(source: str | None = None) -> list[ArtifactSpec]:
     """Every backend's artifacts (of one ``source``, or all), in registration order."""
     return [a for b in _BACKENDS.values() for a in b.artifacts() if source is None or a.source == source]

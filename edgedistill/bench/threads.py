@@ -29,6 +29,11 @@ class BenchThreads:
     def capped(self) -> bool:
         return self.threads < self.requested
 
+    def describe(self) -> str:
+        """``2 threads, capped from the target's 4 to this host's cores`` (or just ``4 threads``)."""
+        return f"{self.threads} threads" + (
+            f", capped from the target's {self.requested} to this host's cores" if self.capped else "")
+
     def note(self) -> str:
         if not self.capped:
             return ""

@@ -91,7 +91,12 @@ class ImageDataset:
         return self.preprocessing.apply(getattr(self, split).images)
 
     def fingerprint(self) -> str:
-        """A content hash of every split, labels and preprocessing: keys caches and the manifest."""
+        """A content hash of every split, labels and preprocessing: keys caches and the manifest.
+        Computed once per dataset (its arrays are never changed in place): the teacher cache, every
+        student stage's key and the manifest all ask for it."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is not None:
+            return cached
         digest = hashlib.sha256()
         for split in (self.train, self.val, self.test):
             digest.update(str(split.images.shape).encode())
@@ -100,4 +105,5 @@ class ImageDataset:
             digest.update(np.ascontiguousarray(split.labels.astype(np.int64)).tobytes())
         digest.update("\n".join(self.class_names).encode())
         digest.update(repr(self.preprocessing.to_dict()).encode())
-        return digest.hexdigest()
+        object.__setattr__(self, "_fingerprint", digest.hexdigest())  # frozen: no field, a memo
+        return self.__dict__["_fingerprint"]

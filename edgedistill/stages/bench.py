@@ -15,9 +15,7 @@ from edgedistill.stages.context import BuildContext
 def bench_stage(ctx: BuildContext, artifacts: list[Artifact], spec) -> dict[str, Measurement]:
     cfg, target = ctx.cfg, ctx.target
     threads = bench_threads(target.threads, ctx.device)
-    word = f"{threads.threads} threads" + (
-        f", capped from the target's {threads.requested} to this host's cores" if threads.capped else "")
-    ctx.rep.stage("bench", f"{len(artifacts)} artifacts on {ctx.device} ({word}, {cfg.bench_warmup} warm-up + "
+    ctx.rep.stage("bench", f"{len(artifacts)} artifacts on {ctx.device} ({threads.describe()}, {cfg.bench_warmup} warm-up + "
                   f"{cfg.bench_runs} runs)")
     if threads.capped:
         ctx.rep.note(threads.note())

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edgedistill.artifacts import Artifact
-from edgedistill.backends import ExportInputs, artifact_specs, backend
+from edgedistill.backends import ExportInputs, artifact_specs, export_artifacts
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest
@@ -80,10 +80,7 @@ def export_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, ba
     calib_idx = calibration_subset(data, cfg.calibration_per_class, cfg.seed)
     inputs = ExportInputs(sample=x_train[:4], dynamic_batch=family_of(student_model.spec).dynamic_batch,
                           student=student_model, calibration=data.inputs("train")[calib_idx])
-    for spec in specs:
-        path = stage.dir / spec.name
-        backend(spec.backend).export(spec, inputs, path)
-        inputs.exported[spec.name] = path
+    export_artifacts(specs, inputs, stage.dir)
     result = ExportResult(CalibrationInfo(split="train", per_class=cfg.calibration_per_class, seed=cfg.seed,
                                           count=int(len(calib_idx)), method=CALIBRATION_METHOD), dir=str(stage.dir))
     stage.save(result.stored())

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from edgedistill.artifacts import Artifact
-from edgedistill.backends import ExportInputs, artifact_specs, backend
+from edgedistill.backends import ExportInputs, artifact_specs, export_artifacts
 from edgedistill.distill.trainer import predict_logits
 from edgedistill.quantize.qat import QATConfig
 from edgedistill.stages.context import BuildContext, versions
@@ -73,10 +73,7 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
         np.save(stage.dir / REFERENCE_LOGITS, converted(x_test).numpy())
     inputs = ExportInputs(sample=x_train[:4], dynamic_batch=family_of(student_model.spec).dynamic_batch,
                           converted=converted, quantizer=quantizer)
-    for spec in specs:
-        path = stage.dir / spec.name
-        backend(spec.backend).export(spec, inputs, path)
-        inputs.exported[spec.name] = path
+    export_artifacts(specs, inputs, stage.dir)
     result = QuantizeResult(losses=qat.losses, val_acc=qat.val_acc, test_acc=qat.test_acc, seconds=qat.seconds,
                             config=qcfg, loss_used=qat.loss_used,
                             loss_dropped=dict(qat.loss_dropped), dir=str(stage.dir))
