@@ -70,6 +70,8 @@ def build(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Distillation epochs [default: 40].")] = None,
     teacher_epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs of the built-in teacher [default: 30].")] = None,
     qat_epochs: Annotated[Optional[int], typer.Option(min=1, help="Quantization-aware fine-tuning epochs [default: 4].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=2, help="Global batch of the student and scratch training (the built-in teacher has its own recipe): under torchrun each process takes its share [default: 64].")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=1e-9, help="Peak learning rate of the student and scratch training (one-cycle schedule) [default: 0.003].")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random +-1 pixel shifts, the same view for teacher and student [default: the recipe's].")] = None,
     assistant_ratio: Annotated[Optional[float], typer.Option(help="Distil through teacher assistants when teacher/student parameters exceed this ratio [default: 50].")] = None,
     scratch: Annotated[Optional[bool], typer.Option("--scratch/--no-scratch", help="Also train the student from labels alone, for comparison [default: on].")] = None,
@@ -86,19 +88,26 @@ def build(
     init_from_teacher: Annotated[Optional[bool], typer.Option("--init-from-teacher/--no-init-from-teacher", help="Start the student from the teacher's weights where shapes allow [default: on].")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout, also when the build stops early.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    sync_batchnorm: Annotated[Optional[bool], typer.Option("--sync-batchnorm/--no-sync-batchnorm", help="Under torchrun, BatchNorm normalises with the global batch's statistics, so N processes learn as one does; off: each process's own (faster on CPUs) [default: on].")] = None,
+    nproc: Annotated[Optional[int], typer.Option(min=1, help="Train on N processes of this machine (one GPU each, or CPU processes) under torchrun's launcher; for several machines run torchrun yourself (README) [default: 1].")] = None,
 ) -> None:
     """Distil, quantize, export, verify and benchmark a student; write the bundle to OUT/TARGET."""
+    from edgedistill import ranks
     from edgedistill.config import load_config_file, resolve_config
     from edgedistill.pipeline import build as run_build
     from edgedistill.progress import Reporter
 
+    if nproc is not None and nproc > 1:
+        raise typer.Exit(ranks.launch(nproc, _without_nproc(sys.argv[sys.argv.index("build") + 1:])))
     _quiet_torch()
+    ranks.terminate_as_interrupt()
     flags = {
         "target": target,
         "out": str(out) if out else None, "run_dir": str(run_dir) if run_dir else None, "seed": seed,
         "data": str(data) if data else None, "teacher": teacher, "weights": str(weights) if weights else None,
         "mean": mean, "std": std, "image_size": image_size, "channels": channels, "strict": strict, "loss": distill, "epochs": epochs,
         "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
+        "batch_size": batch_size, "lr": lr, "sync_batchnorm": sync_batchnorm,
         "augment": augment, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
         "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
@@ -113,8 +122,21 @@ def build(
         path = config if config is not None else (Path("edgedistill.toml") if Path("edgedistill.toml").is_file() else None)
         return resolve_config(load_config_file(path) if path is not None else {}, flags)
 
+    cfg = resolved()
+    rep = Reporter(quiet=quiet)
+    if ranks.under_torchrun():
+        ranks.join()
+        if ranks.rank() != 0:  # the other ranks train at rank 0's word and exit with its code
+            with ranks.peer_loss_as_error(Path(cfg.run_path())):
+                raise typer.Exit(ranks.follow_build(cfg))
+        ranks.lead(rep)
+    with ranks.peer_loss_as_error(Path(cfg.run_path())):
+        _build(cfg, run_build, rep, json_out)
+
+
+def _build(cfg, run_build, rep, json_out: bool) -> None:
     if not json_out:
-        run_build(resolved(), Reporter(quiet=quiet))
+        run_build(cfg, rep)
         return
     from edgedistill.gates import status_for, summary_json
 
@@ -122,7 +144,7 @@ def build(
     # nothing else: what the libraries print meanwhile goes to stderr.
     try:
         with stdout_to_stderr():
-            result = run_build(resolved(), Reporter(quiet=quiet))
+            result = run_build(cfg, rep)
     except EdgeDistillError as exc:
         summary = summary_json(status_for(exc.exit_code), getattr(exc, "results", []), exc.exit_code,
                                exc.message, getattr(exc, "manifest", None), None)
@@ -234,33 +256,60 @@ def _quiet_torch() -> None:
 
 
 def main() -> None:
+    code = EXIT_INTERNAL  # what a traceback below leaves
+    try:
+        code = _main()
+    finally:
+        # Rank 0 of a build under torchrun: the other ranks wait for its exit code.
+        if "edgedistill.ranks" in sys.modules:
+            sys.modules["edgedistill.ranks"].finish(code)
+    sys.exit(code)
+
+
+def _main() -> int:
     _quiet_libraries()
     # As wide as the progress console when piped (CI logs); soft_wrap below: never wrapped at all.
     err = console(stderr=True)
+    # Under torchrun every rank has stderr; say which one speaks (rank 0 speaks for the build).
+    who = f"[rank {os.environ['RANK']}] " if os.environ.get("RANK", "0") != "0" else ""
+    interrupted = f"{who}[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume"
     try:
         # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
         code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        return code if isinstance(code, int) else 0
     except EdgeDistillError as exc:
         # The message quotes file names and library errors: never let rich read them as markup.
-        err.print(f"[bold red]error:[/] {escape(exc.message)}"
+        err.print(f"{who}[bold red]error:[/] {escape(exc.message)}"
                   + (f"\n[bold]what to do:[/] {escape(exc.hint)}" if exc.hint else ""), highlight=False,
                   soft_wrap=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume")
-        sys.exit(EXIT_INTERRUPTED)
+        err.print(interrupted)
+        return EXIT_INTERRUPTED
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:  # usage errors carry their own exit code
         ClickException, Abort = _click_exceptions()
         if isinstance(exc, ClickException):
             exc.show()
-            sys.exit(exc.exit_code)
+            return exc.exit_code
         if isinstance(exc, Abort):  # click's form of Ctrl-C outside standalone mode
-            err.print("[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume")
-            sys.exit(EXIT_INTERRUPTED)
+            err.print(interrupted)
+            return EXIT_INTERRUPTED
         raise
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The build's own arguments, for every process torchrun starts: all but ``--nproc N``."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def _click_exceptions():

@@ -44,6 +44,7 @@ class BuildConfig:
     init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow
     scratch_baseline: bool = True
     device: str = "auto"
+    sync_batchnorm: bool = True  # under torchrun: BatchNorm over the global batch, as one process
     min_compression: float = 10.0  # student must have this many times fewer parameters
     # budgets override the target's
     max_latency_ms: float | None = None

@@ -14,6 +14,7 @@ EXIT_VERIFY = 3
 EXIT_GATE = 4
 EXIT_BUDGET = 5
 EXIT_DEVICE = 6
+EXIT_RANK_LOST = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -56,3 +57,13 @@ class DeviceError(EdgeDistillError):
     """A device could not be reached or failed while benchmarking."""
 
     exit_code = EXIT_DEVICE
+
+
+class RankMismatchError(InputError):
+    """A rank of a multi-process build loaded other inputs than rank 0."""
+
+
+class RankLostError(EdgeDistillError):
+    """A process of a multi-process build died or lost contact; the job stopped (rerun to resume)."""
+
+    exit_code = EXIT_RANK_LOST

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgedistill.errors import (
-    EXIT_BUDGET, EXIT_DEVICE, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_VERIFY,
+    EXIT_BUDGET, EXIT_DEVICE, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_RANK_LOST, EXIT_VERIFY,
     GateError, InputError,
 )
 
@@ -32,6 +32,7 @@ STATUS_BY_EXIT_CODE = {
     EXIT_GATE: "gate_failed",
     EXIT_BUDGET: "budget",
     EXIT_DEVICE: "device_error",
+    EXIT_RANK_LOST: "rank_lost",
     EXIT_INTERRUPTED: "interrupted",
 }
 

@@ -113,7 +113,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     ctx = BuildContext(
         cfg=cfg, target=target, data=data, teacher=teacher, teacher_info=teacher_info, weights=weights,
         train_cfg=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                              augment=augment, device=cfg.device),
+                              augment=augment, device=cfg.device, sync_batchnorm=cfg.sync_batchnorm),
         device=cfg.bench_device or target.default_device or "local", rd=rd, rep=rep,
     )
     teacher_gate = check_teacher(cfg, teacher_info, data, ctx.warn)

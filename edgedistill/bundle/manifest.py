@@ -92,6 +92,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "selection_rule": selection.rule,
             # QAT trains with the build's loss where it can; the terms it could not use, and why.
             "qat_loss": result.qat.loss_used, "qat_loss_dropped": result.qat.loss_dropped,
+            "training": _training(result),
         },
         "data": {"name": data.name, "fingerprint": data.fingerprint(), "source": data.source,
                  "counts": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
@@ -130,3 +131,13 @@ def manifest_files(bundle: Path) -> dict[str, dict]:
         for p in sorted(bundle.iterdir())
         if p.is_file() and p.name != "manifest.json"
     }
+
+
+def _training(result) -> dict:
+    """How the shipped student was distilled: under torchrun, the global batch is the per-process
+    batch times the processes, and the learning rate is the one for that global batch."""
+    train, cfg = result.student.train, result.config
+    per_rank = train.batch_per_rank or cfg.batch_size  # a stage result stored before this was recorded
+    return {"processes": train.world_size, "device": train.device, "batch_per_process": per_rank,
+            "global_batch": per_rank * train.world_size, "lr": train.lr or cfg.lr, "epochs": len(train.history),
+            "best_epoch": train.best_epoch}

@@ -41,6 +41,7 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
         f"| student distilled (fp32) | {_pct(s['test_accuracy_fp32'])} |",
         f"| student after QAT (torch int8 reference) | {_pct(s['test_accuracy_qat'])} |",
         *_qat_loss_note(s),
+        *_training_note(s),
         "",
         "| artifact | precision | accuracy | top-1 agreement (vs) | median | p90 | size |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -69,6 +70,16 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     if links_html:
         lines += ["Charts, candidates, training curves and the confusion matrix: `report.html` in the bundle.", ""]
     return "\n".join(lines)
+
+
+def _training_note(student: dict) -> list[str]:
+    t = student.get("training")
+    if not t:
+        return []
+    where = (f"{t['processes']} processes on {t['device']}, global batch {t['global_batch']} "
+             f"({t['batch_per_process']} per process x {t['processes']})" if t["processes"] > 1
+             else f"1 process on {t['device']}, batch {t['global_batch']}")
+    return ["", f"Distilled on {where}, learning rate {t['lr']:g}, {t['epochs']} epochs (best {t['best_epoch']})."]
 
 
 def _qat_loss_note(student: dict) -> list[str]:

@@ -17,14 +17,19 @@ Why it is shaped this way:
   so a run killed after epoch k and resumed from its checkpoint ends with the same weights as one
   that never stopped.
 - The weights with the best validation accuracy are kept (early stopping without stopping early).
-- Launched by ``torchrun`` (see :mod:`edgedistill.distill.ddp`), each process trains on its shard
-  of the same seeded permutation through DistributedDataParallel; ``batch_size`` is per process.
-  Only rank 0 writes checkpoints, and BatchNorm buffers are taken from rank 0 after every epoch so
-  that every rank validates, picks and ends with the same weights.
+- Launched by ``torchrun`` (see :mod:`edgedistill.distill.ddp`), each process trains on its share
+  of every step's batch of the same seeded permutation, through DistributedDataParallel.
+  ``batch_size`` is the global batch: a step sees the same images at any world size, its loss is
+  weighted to be the global batch's mean, and BatchNorm takes the global batch's statistics
+  (:func:`~edgedistill.distill.ddp.synced_batchnorm`), so N processes follow one's trajectory. Only rank 0 reads and writes checkpoints (it sends a resumed state to the others), and
+  BatchNorm buffers are taken from rank 0 after every epoch so that every rank validates, picks
+  and ends with the same weights. In a build, rank 0 alone calls :func:`train`; it announces the
+  call (:mod:`edgedistill.distill.jobs`) and the other ranks make it too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -38,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill import ddp
+from edgedistill.distill import ddp, jobs
 from edgedistill.distill.batches import N_VIEWS, canonical, draw_views, shift_views, to_device
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.distill.teacher_cache import TeacherCache, teacher_cache_mb, teacher_outputs
@@ -50,11 +55,13 @@ from edgedistill.models.taps import FeatureTaps
 class TrainingDivergedError(EdgeDistillError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
+    all_ranks = True  # under torchrun the ranks agree on it (all-reduce) and raise it together
+
 
 @dataclass
 class TrainConfig:
     epochs: int = 40
-    batch_size: int = 64  # per process under torchrun
+    batch_size: int = 64  # the global batch; under torchrun each process takes its share
     lr: float = 3e-3
     weight_decay: float = 5e-4
     seed: int = 0
@@ -62,6 +69,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = True  # autocast on CUDA only; CPU stays fp32
     cache_limit_mb: float = 1024.0  # largest teacher-output cache (all augmented views) to keep
+    sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics of the global batch (ddp.synced_batchnorm)
 
 
 @dataclass
@@ -83,6 +91,12 @@ class TrainResult:
     device: str = "cpu"
     teacher_cached: bool = False
     world_size: int = 1
+    batch_per_rank: int = 0  # global batch = batch_per_rank * world_size
+    lr: float = 0.0
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_per_rank * self.world_size
 
     @property
     def sec_per_epoch(self) -> float:
@@ -150,7 +164,23 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; returns its history. ``progress(label, epoch, epochs, info)`` is
     called after every epoch (the CLI draws a progress bar with it). Under ``torchrun`` every
-    process calls this with the same arguments."""
+    process makes this call with the same arguments: itself, or at rank 0's word in a build."""
+    jobs.announce("train", data, model=model, cfg=cfg, teacher=teacher, weights=weights, label=label)
+    return _train(model, data, cfg, teacher=teacher, weights=weights, label=label,
+                  checkpoint_dir=checkpoint_dir, progress=progress)
+
+
+def _train(
+    model: nn.Module,
+    data: ImageDataset,
+    cfg: TrainConfig,
+    *,
+    teacher: nn.Module | None = None,
+    weights: LossWeights | None = None,
+    label: str = "train",
+    checkpoint_dir: Path | None = None,
+    progress: Callable[[str, int, int, str], None] | None = None,
+) -> TrainResult:
     weights = weights or LossWeights(ce=1.0)
     ddp.init_from_env()
     rank, world = ddp.rank(), ddp.world_size()
@@ -185,7 +215,8 @@ def train(
             ddp.broadcast_state(criterion)
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(math.ceil(len(x_train) / world) / cfg.batch_size)
+    batch = ddp.per_rank_batch(cfg.batch_size, world)
+    steps_per_epoch = math.ceil(len(x_train) / (batch * world))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15
     )
@@ -200,12 +231,17 @@ def train(
         if views == 1 or need_mb <= cfg.cache_limit_mb:
             cache = TeacherCache(teacher, t_paths, x_train, views, fill, device, use_bf16)
 
-    result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world)
+    result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world,
+                         batch_per_rank=batch, lr=cfg.lr)
     best_state = copy.deepcopy(model.state_dict())
     start_epoch = 0
     ckpt = checkpoint_dir / "checkpoint.pt" if checkpoint_dir is not None else None
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
+    state = None
+    if ckpt is not None and ckpt.exists() and rank == 0:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if world > 1:
+        state = ddp.broadcast_object(state)  # every rank resumes from rank 0's checkpoint
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -215,90 +251,98 @@ def train(
         result = TrainResult.from_dict(state["result"])
         result.teacher_cached = cache is not None
         start_epoch = len(result.history)
+        if result.world_size != world:
+            # The schedule and the shards depend on the world size: say so rather than mix them.
+            err = EdgeDistillError(
+                f"{label}: the checkpoint {ckpt} was written by a run on {result.world_size} process(es), "
+                f"this run has {world}",
+                hint=f"relaunch on {result.world_size} process(es), or delete {ckpt} to train this stage again")
+            err.all_ranks = True  # every rank read the same state: they stop together
+            raise err
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        perm = torch.randperm(len(x_train), generator=gen)
-        # Views are drawn for the whole permutation before sharding, so every rank draws the same.
-        views_all = draw_views(len(perm), gen) if cfg.augment else None
-        if world > 1:
-            perm, views_all = ddp.shard(perm, views_all, rank, world)
-        net.train()
-        total, seen, correct = 0.0, 0, 0
-        parts_sum: dict[str, float] = {}
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            views = views_all[i : i + cfg.batch_size] if views_all is not None else None
-            xb = x_train[idx]
-            if views is not None:
-                xb = shift_views(xb, views, fill)
-            xb, yb = to_device(canonical(xb), device), y_train[idx].to(device)
-            t_logits, t_feats = None, {}
-            if teacher is not None:
-                if cache is not None:
-                    t_logits, t_feats = cache.lookup(idx, views)
-                else:
-                    t_logits, t_feats = teacher_outputs(teacher, t_paths, xb, use_bf16)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                with FeatureTaps(model, s_paths) as taps:
-                    logits = net(xb)
-                if criterion is None:
-                    loss, parts = F.cross_entropy(logits.float(), yb), {}
-                else:
-                    s_feats = {p: taps.outputs[p].float() for p in s_paths}
-                    loss, parts = criterion(logits.float(), yb, t_logits, s_feats, t_feats)
-            finite = bool(torch.isfinite(loss)) if world == 1 else ddp.all_true(bool(torch.isfinite(loss)), device)
-            if not finite:
-                raise TrainingDivergedError(
-                    f"{label}: loss became {float(loss.detach())} at epoch {epoch + 1}",
-                    hint="lower the learning rate (--lr) or check the data for NaN/Inf values; "
-                    + (f"the last good checkpoint is {ckpt}" if ckpt is not None else "no checkpoint was kept"),
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1 and criterion is not None:
-                ddp.average_gradients(criterion)  # hint adapters live outside the DDP-wrapped student
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v * len(idx)
-        if world > 1:
-            ddp.broadcast_buffers(model)
-            if criterion is not None:
-                ddp.broadcast_buffers(criterion)
-            total, seen, correct, parts_sum = ddp.sum_stats(total, seen, correct, parts_sum, device)
-        val_acc = evaluate(model, x_val, y_val) if len(x_val) else float("nan")
-        record = EpochRecord(
-            epoch=epoch + 1,
-            loss=total / max(1, seen),
-            parts={k: v / max(1, seen) for k, v in parts_sum.items()},
-            train_acc=correct / max(1, seen),
-            val_acc=val_acc,
-            seconds=time.perf_counter() - t0,
-        )
-        result.history.append(record)
-        result.seconds += record.seconds
-        # Ties go to the later epoch: on a small val split many epochs tie at the top, and the later
-        # one has seen the annealed learning rate. Also true for the first epoch and for NaN (no val).
-        if not (val_acc < result.best_val_acc):
-            result.best_val_acc, result.best_epoch = val_acc, epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-        if ckpt is not None and rank == 0:
-            with atomic_path(ckpt) as tmp:
-                torch.save(
-                    {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                     "criterion": criterion.state_dict() if criterion is not None else None,
-                     "best": best_state, "result": result.to_dict()},
-                    tmp,
-                )
-        if progress is not None and rank == 0:
-            progress(label, epoch + 1, cfg.epochs, f"loss {record.loss:.3f} val {val_acc:.3f}")
+    # Under torchrun BatchNorm normalises with the global batch's statistics, as one process would.
+    with ddp.synced_batchnorm(model) if world > 1 and cfg.sync_batchnorm else contextlib.nullcontext():
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            perm = torch.randperm(len(x_train), generator=gen)
+            # Views are drawn for the whole permutation before sharing out, so every rank draws the same.
+            views_all = draw_views(len(perm), gen) if cfg.augment else None
+            net.train()
+            total, seen, correct = 0.0, 0, 0
+            parts_sum: dict[str, float] = {}
+            for i in range(0, len(perm), batch * world):
+                if len(perm[i : i + batch * world]) < 2:  # BatchNorm needs two samples
+                    continue
+                idx, views, weight = ddp.share(perm, views_all, i, batch, rank, world)
+                xb = x_train[idx]
+                if views is not None:
+                    xb = shift_views(xb, views, fill)
+                xb, yb = to_device(canonical(xb), device), y_train[idx].to(device)
+                t_logits, t_feats = None, {}
+                if teacher is not None:
+                    if cache is not None:
+                        t_logits, t_feats = cache.lookup(idx, views)
+                    else:
+                        t_logits, t_feats = teacher_outputs(teacher, t_paths, xb, use_bf16)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    with FeatureTaps(model, s_paths) as taps:
+                        logits = net(xb)
+                    if criterion is None:
+                        loss, parts = F.cross_entropy(logits.float(), yb), {}
+                    else:
+                        s_feats = {p: taps.outputs[p].float() for p in s_paths}
+                        loss, parts = criterion(logits.float(), yb, t_logits, s_feats, t_feats)
+                finite = bool(torch.isfinite(loss)) if world == 1 else ddp.all_true(bool(torch.isfinite(loss)), device)
+                if not finite:
+                    raise TrainingDivergedError(
+                        f"{label}: loss became {float(loss.detach())} at epoch {epoch + 1}",
+                        hint="lower the learning rate (--lr) or check the data for NaN/Inf values; "
+                        + (f"the last good checkpoint is {ckpt}" if ckpt is not None else "no checkpoint was kept"),
+                    )
+                opt.zero_grad(set_to_none=True)
+                (loss * weight if world > 1 else loss).backward()
+                if world > 1 and criterion is not None:
+                    ddp.average_gradients(criterion)  # hint adapters live outside the DDP-wrapped student
+                opt.step()
+                sched.step()
+                real = len(idx) if weight > 0 else 0  # a stand-in sample counts for nothing
+                total += float(loss.detach()) * real
+                seen += real
+                correct += int((logits.argmax(1) == yb).sum()) if real else 0
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v * real
+            if world > 1:
+                ddp.broadcast_buffers(model)
+                if criterion is not None:
+                    ddp.broadcast_buffers(criterion)
+                total, seen, correct, parts_sum = ddp.sum_stats(total, seen, correct, parts_sum, device)
+            val_acc = evaluate(model, x_val, y_val) if len(x_val) else float("nan")
+            record = EpochRecord(
+                epoch=epoch + 1,
+                loss=total / max(1, seen),
+                parts={k: v / max(1, seen) for k, v in parts_sum.items()},
+                train_acc=correct / max(1, seen),
+                val_acc=val_acc,
+                seconds=time.perf_counter() - t0,
+            )
+            result.history.append(record)
+            result.seconds += record.seconds
+            # Ties go to the later epoch: on a small val split many epochs tie at the top, and the later
+            # one has seen the annealed learning rate. Also true for the first epoch and for NaN (no val).
+            if not (val_acc < result.best_val_acc):
+                result.best_val_acc, result.best_epoch = val_acc, epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            if ckpt is not None and rank == 0:
+                with atomic_path(ckpt) as tmp:
+                    torch.save(
+                        {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                         "criterion": criterion.state_dict() if criterion is not None else None,
+                         "best": best_state, "result": result.to_dict()},
+                        tmp,
+                    )
+            if progress is not None and rank == 0:
+                progress(label, epoch + 1, cfg.epochs, f"loss {record.loss:.3f} val {val_acc:.3f}")
 
     model.load_state_dict(best_state)
     if world > 1:
@@ -311,3 +355,10 @@ def train(
         if device.type == "cuda":
             teacher.to(memory_format=torch.contiguous_format)
     return result
+
+
+def _follow_train(*, data: ImageDataset, **kwargs) -> None:
+    _train(kwargs.pop("model"), data, kwargs.pop("cfg"), **kwargs)
+
+
+jobs.register("train", _follow_train)

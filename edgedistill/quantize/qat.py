@@ -10,10 +10,17 @@ The loss is the build's recipe less what the exported graph cannot feed: terms o
 dist, logit-level rkd) run as in distillation; terms on intermediate features (hints, attention,
 rkd on embeddings) need module paths to tap, which the exported graph no longer has. Those are
 left out, and :class:`QATResult` says which and why.
+
+Under ``torchrun`` the fine-tuning is data-parallel like distillation (:mod:`edgedistill.distill.ddp`):
+each rank takes its share of the global batch through DistributedDataParallel, whose buffer
+broadcast keeps every rank's observers on rank 0's statistics, so every rank converts the same graph.
+BatchNorm normalises with the global batch's statistics, as in distillation, and the activation
+observers watch the global batch (:func:`~edgedistill.distill.ddp.synced_observers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -23,6 +30,7 @@ import torch
 from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
+from edgedistill.distill import ddp, jobs
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.distill.recipe import DEFAULT_LOSS
 from edgedistill.distill.trainer import evaluate
@@ -37,7 +45,7 @@ FALLBACK_LOSS = LossWeights(ce=1.0)
 class QATConfig:
     epochs: int = 4
     lr: float = 5e-4
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch, as in distillation
     seed: int = 0
 
 
@@ -92,7 +100,14 @@ def qat_finetune(
     teacher's logits on the un-augmented training split (None: the terms that need them drop out).
     ``weights``: the build's loss (default: the default recipe, ce=0.5,kd=0.5,T=4); its logit-level
     terms train the graph (:func:`qat_loss`). ``teacher`` tells which form of RKD the build ran
-    (without it, RKD runs on the logits)."""
+    (without it, RKD runs on the logits). Under ``torchrun`` every rank makes this call (in a
+    build, at rank 0's word)."""
+    jobs.announce("qat", data, student=student, teacher_logits=teacher_logits, cfg=cfg, weights=weights,
+                  teacher=teacher)
+    return _qat_finetune(student, data, teacher_logits, cfg, weights, teacher=teacher)
+
+
+def _qat_finetune(student, data, teacher_logits, cfg, weights, *, teacher):
     from torchao.quantization.pt2e import (
         allow_exported_model_train_eval,
         move_exported_model_to_eval,
@@ -112,29 +127,22 @@ def qat_finetune(
     graph = torch.export.export(student, (x_train[:4],), dynamic_shapes=({0: batch_dim()},)).module()
     prepared = prepare_qat_pt2e(graph, quantizer)
     move_exported_model_to_train(prepared)
+    ddp.init_from_env()
+    rank, world = ddp.rank(), ddp.world_size()
+    batch = ddp.per_rank_batch(cfg.batch_size, world)
+    net = ddp.wrap(prepared, torch.device("cpu")) if world > 1 else prepared
     opt = torch.optim.AdamW(prepared.parameters(), lr=cfg.lr, weight_decay=0.0)
-    steps = max(1, cfg.epochs * math.ceil(len(x_train) / cfg.batch_size))
+    steps = max(1, cfg.epochs * math.ceil(len(x_train) / (batch * world)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     result = QATResult(loss_used=criterion.used.to_str(), loss_dropped=dict(criterion.dropped))
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + 7_919 + epoch)
-        perm = torch.randperm(len(x_train), generator=gen)
-        total, seen = 0.0, 0
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i : i + cfg.batch_size]
-            if len(idx) < 2:
-                continue
-            logits = prepared(x_train[idx])
-            t_logits = teacher_logits[idx] if teacher_logits is not None else None
-            loss, _ = criterion(logits, y_train[idx], t_logits, {}, {})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(idx)
-            seen += len(idx)
-        result.losses.append(total / max(1, seen))
+    with contextlib.ExitStack() as synced:
+        if world > 1:
+            synced.enter_context(ddp.synced_batchnorm(prepared))
+            synced.enter_context(ddp.synced_observers(prepared))
+        _epochs(net, criterion, opt, sched, x_train, y_train, teacher_logits, cfg, batch, result)
+    if world > 1:
+        ddp.broadcast_buffers(prepared)  # the last step's observer updates, too
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)
@@ -145,3 +153,37 @@ def qat_finetune(
     result.test_acc = evaluate(converted, torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels))
     return converted, quantizer, result
 
+
+
+
+def _epochs(net, criterion, opt, sched, x_train, y_train, teacher_logits, cfg, batch, result) -> None:
+    rank, world = ddp.rank(), ddp.world_size()
+    for epoch in range(cfg.epochs):
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + 7_919 + epoch)
+        perm = torch.randperm(len(x_train), generator=gen)
+        total, seen = 0.0, 0
+        for i in range(0, len(perm), batch * world):
+            if len(perm[i : i + batch * world]) < 2:
+                continue
+            idx, _, weight = ddp.share(perm, None, i, batch, rank, world)
+            logits = net(x_train[idx])
+            t_logits = teacher_logits[idx] if teacher_logits is not None else None
+            loss, _ = criterion(logits, y_train[idx], t_logits, {}, {})
+            opt.zero_grad(set_to_none=True)
+            (loss * weight if world > 1 else loss).backward()
+            opt.step()
+            sched.step()
+            real = len(idx) if weight > 0 else 0  # a stand-in sample counts for nothing
+            total += float(loss.detach()) * real
+            seen += real
+        if world > 1:
+            total, seen, _, _ = ddp.sum_stats(total, seen, 0, {}, torch.device("cpu"))
+        result.losses.append(total / max(1, seen))
+
+
+def _follow_qat(*, data: ImageDataset, **kwargs) -> None:
+    _qat_finetune(kwargs.pop("student"), data, kwargs.pop("teacher_logits"), kwargs.pop("cfg"),
+                  kwargs.pop("weights"), teacher=kwargs.pop("teacher"))
+
+
+jobs.register("qat", _follow_qat)

@@ -45,14 +45,27 @@ def load_user_teacher(cfg: BuildConfig):
     return load_teacher(cfg.teacher, Path(cfg.weights) if cfg.weights else None)
 
 
+def user_teacher_module(loaded, data: ImageDataset) -> torch.nn.Module:
+    """The user's teacher, checked against the data. Under torchrun every rank loads its own
+    copy from the same files (a TorchScript or torch.export teacher cannot be sent), and rank 0's
+    training jobs name it rather than send it (:func:`edgedistill.distill.jobs.share`)."""
+    from edgedistill.distill import jobs
+    from edgedistill.teacher.load import infer_io
+
+    infer_io(loaded, data)
+    return jobs.share(shared_teacher_key(loaded), loaded.module.eval())
+
+
+def shared_teacher_key(loaded) -> str:
+    """Names the teacher by its files' content, so a node that loaded other files is caught."""
+    return "teacher:" + stable_hash(loaded.source)
+
+
 def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None) -> tuple[torch.nn.Module, TeacherInfo]:
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
     x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     if loaded is not None:
-        from edgedistill.teacher.load import infer_io
-
-        infer_io(loaded, data)
-        module = loaded.module.eval()
+        module = user_teacher_module(loaded, data)
         acc = evaluate(module, x_test, y_test)
         val_acc = evaluate(module, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
         rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "
