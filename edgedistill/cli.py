@@ -89,6 +89,8 @@ def build(
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout, also when the build stops early.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     sync_batchnorm: Annotated[Optional[bool], typer.Option("--sync-batchnorm/--no-sync-batchnorm", help="Under torchrun, BatchNorm normalises with the global batch's statistics, so N processes learn as one does; off: each process's own (faster on CPUs) [default: on].")] = None,
+    arm_board: Annotated[Optional[str], typer.Option(help="Verify model.tflite on this aarch64 board (a devices.toml name or ssh://...) against x86, or off [default: the target's emulated board when `edgedistill board up TARGET` runs it].")] = None,
+    arm_tolerance_steps: Annotated[Optional[int], typer.Option(min=0, help="ARM verification fails (exit 3) when an output differs from x86 by more quantization steps than this; 0: bit-exact [default: 2].")] = None,
     nproc: Annotated[Optional[int], typer.Option(min=1, help="Train on N processes of this machine (one GPU each, or CPU processes) under torchrun's launcher; for several machines run torchrun yourself (README) [default: 1].")] = None,
 ) -> None:
     """Distil, quantize, export, verify and benchmark a student; write the bundle to OUT/TARGET."""
@@ -107,7 +109,8 @@ def build(
         "data": str(data) if data else None, "teacher": teacher, "weights": str(weights) if weights else None,
         "mean": mean, "std": std, "image_size": image_size, "channels": channels, "strict": strict, "loss": distill, "epochs": epochs,
         "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
-        "batch_size": batch_size, "lr": lr, "sync_batchnorm": sync_batchnorm,
+        "batch_size": batch_size, "lr": lr, "sync_batchnorm": sync_batchnorm, "arm_board": arm_board,
+        "arm_tolerance_steps": arm_tolerance_steps,
         "augment": augment, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
         "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
@@ -217,9 +220,11 @@ def verify(
 def _mount_subsystem_commands() -> None:
     """Commands that live beside their subsystem (each module keeps its own options)."""
     from edgedistill.bench.cli import bench
+    from edgedistill.board.cli import board_app
     from edgedistill.hardware.cli import calibrate
     from edgedistill.select.cli import select
 
+    app.add_typer(board_app, name="board")
     app.command("bench")(bench)
     app.command("select")(select)
     app.command("calibrate")(calibrate)
@@ -271,7 +276,7 @@ def _main() -> int:
     # As wide as the progress console when piped (CI logs); soft_wrap below: never wrapped at all.
     err = console(stderr=True)
     # Under torchrun every rank has stderr; say which one speaks (rank 0 speaks for the build).
-    who = f"[rank {os.environ['RANK']}] " if os.environ.get("RANK", "0") != "0" else ""
+    who = escape(f"[rank {os.environ['RANK']}] ") if os.environ.get("RANK", "0") != "0" else ""
     interrupted = f"{who}[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume"
     try:
         # Outside standalone mode click returns a command's typer.Exit code instead of exiting.

@@ -45,6 +45,8 @@ class BuildConfig:
     scratch_baseline: bool = True
     device: str = "auto"
     sync_batchnorm: bool = True  # under torchrun: BatchNorm over the global batch, as one process
+    arm_board: str = ""  # ARM verification: "" the target's emulated board when up, "off", or a device
+    arm_tolerance_steps: int = 2  # largest aarch64-vs-x86 output difference, in quantization steps
     min_compression: float = 10.0  # student must have this many times fewer parameters
     # budgets override the target's
     max_latency_ms: float | None = None

@@ -34,11 +34,13 @@ from edgedistill.select.candidates import Selection
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.data import load_data
 from edgedistill.stages.export import ExportResult
+from edgedistill.stages.arm import arm_stage
 from edgedistill.stages.feedback import measured_choice
 from edgedistill.stages.quantize import QuantizeResult
 from edgedistill.stages.select import FeedbackRound, select_stage
 from edgedistill.stages.student import StudentResult, check_student, train_student
 from edgedistill.stages.teacher import TeacherInfo, check_teacher, load_user_teacher, teacher_stage
+from edgedistill.verify.arm import ArmParity
 from edgedistill.verify.checks import ArtifactReport
 
 
@@ -63,6 +65,7 @@ class BuildResult:
     augment: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # said loudly during the build; kept in manifest and report
+    arm: ArmParity | None = None  # the shipped model on an aarch64 board's kernels, when one was used
     bundle_dir: Path | None = None
     run_dir: Path | None = None
 
@@ -105,6 +108,10 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     gate_cfg = GateConfig.from_build_config(cfg)
     rd = RunDir(cfg.run_path())
     torch.manual_seed(cfg.seed)
+    if cfg.arm_board not in ("", "off"):
+        from edgedistill.bench.devices import resolve_device
+
+        resolve_device(cfg.arm_board)  # an unknown --arm-board is refused now, not after training
     loaded_teacher = load_user_teacher(cfg)
 
     data = load_data(cfg, rep)
@@ -121,6 +128,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
 
     r, candidate, rounds = measured_choice(ctx, selection)
     check_student(r.export.reference_logits(), r.student, data, ctx.warn)
+    arm = arm_stage(ctx, r.artifacts)  # raises VerificationError (exit 3) above the tolerance
     scratch = None
     if cfg.scratch_baseline:
         rep.stage("scratch", "the same student from labels alone, for comparison")
@@ -133,7 +141,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
         target=target, config=cfg, data=data, teacher=teacher_info, selection=selection, student=r.student,
         scratch=scratch, qat=r.qat, export=r.export, verification=r.verification, benchmarks=r.benchmarks,
         run_dir=rd.path, loss=weights.to_str(), augment=augment, feedback_rounds=rounds,
-        warnings=ctx.warnings, gates=[teacher_gate] if teacher_gate else [],
+        warnings=ctx.warnings, gates=[teacher_gate] if teacher_gate else [], arm=arm,
     )
     if gate_cfg.any:
         rep.stage("gates", "checking the measured result")

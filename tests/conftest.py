@@ -20,5 +20,12 @@ def pytest_report_header(config):
 
     reason = sshd_unavailable_reason()
     if reason:
-        return [f"edgedistill: ssh device-runner tests will be SKIPPED ({reason})"]
-    return ["edgedistill: OpenSSH server and client found; the ssh device-runner tests run against a real sshd"]
+        lines = [f"edgedistill: ssh device-runner tests will be SKIPPED ({reason})"]
+    else:
+        lines = ["edgedistill: OpenSSH server and client found; the ssh device-runner tests run against a real sshd"]
+    from edgedistill.board.rootfs import unavailable_reason
+
+    board = unavailable_reason()
+    lines.append(f"edgedistill: emulated aarch64 board tests will be SKIPPED ({board})" if board else
+                 "edgedistill: the emulated aarch64 board's rootfs is cached; its tests run on real aarch64 LiteRT")
+    return lines

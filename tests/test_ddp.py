@@ -94,3 +94,11 @@ def test_nproc_is_taken_out_of_the_arguments_every_process_gets():
     from edgedistill.cli import _without_nproc
 
     assert _without_nproc(["--nproc", "2", "--epochs", "3", "--nproc=4", "-q"]) == ["--epochs", "3", "-q"]
+
+
+def test_a_non_zero_rank_says_which_rank_speaks():
+    env = {"PATH": "/usr/bin:/bin", "RANK": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edgedistill", "build", "--target", "no-such-target"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("[rank 1] error:"), proc.stderr

@@ -8,8 +8,10 @@ whichever runtime it finds (``ai_edge_litert``, ``tflite_runtime`` or ``tensorfl
 ``onnxruntime`` for .onnx). Never import edgedistill from here.
 
     python3 device_bench.py MODEL [--threads N] [--delegate D] [--warmup W] [--runs R]
+    python3 device_bench.py MODEL --predict INPUTS.npy [--delegate D]   # outputs, batch 1 each
 
-On success it prints ``{"ok": true, ...}`` and exits 0; on failure ``{"ok": false, "error": ...}``
+It reports what ran: runtime, version, delegate and whether it was applied (XNNPACK asked for and
+not applied is an error, not a silent fallback), and the CPU's features. On success it prints ``{"ok": true, ...}`` and exits 0; on failure ``{"ok": false, "error": ...}``
 and exits 2. Runtime log lines go to stderr, so stdout carries the JSON object only.
 """
 
@@ -125,6 +127,7 @@ def device_info() -> dict:
         "hostname": uname.node,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
+        "cpu_features": _cpuinfo_field(cpuinfo, "features"),  # aarch64: asimd, asimddp, sve, lse ...
     }
 
 
@@ -221,6 +224,11 @@ class _TfliteSession:
                 module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             )
         self.interpreter = self._allocate(module, kwargs)
+        ops = getattr(self.interpreter, "_get_ops_details", None)  # a delegate shows as a DELEGATE node
+        self.delegate_applied = None if ops is None else any(op.get("op_name") == "DELEGATE" for op in ops())
+        if delegate == "xnnpack" and self.delegate_applied is False:
+            raise BenchError(f"XNNPACK was asked for but {self.runtime} did not apply it, so its builtin kernels would "
+                             "run: no op of this model is one XNNPACK takes, or (in a chroot) /sys is not mounted")
         self.inputs = self.interpreter.get_input_details()
         self.batch = int(self.inputs[0]["shape"][0]) if len(self.inputs[0]["shape"]) else 1
 
@@ -359,7 +367,7 @@ def benchmark(model_path: str, threads: int = 1, delegate: str = "xnnpack", warm
         "runtime": session.runtime,
         "runtime_version": session.runtime_version,
         "threads": threads,
-        "delegate": session.delegate,
+        "delegate": session.delegate, "delegate_applied": getattr(session, "delegate_applied", None),
         "warmup": warmup,
         "runs": runs,
         "batch": session.batch,
@@ -370,6 +378,30 @@ def benchmark(model_path: str, threads: int = 1, delegate: str = "xnnpack", warm
     }
     result.update(summarize_ns(times_ns))
     return result
+
+
+def predict(model_path: str, inputs_path: str, delegate: str = "xnnpack", runtime: str | None = None) -> dict:
+    """Each row of INPUTS.npy (the model's input dtype and layout) through a .tflite model at batch
+    1; the outputs come back as one .npy file's bytes, base64."""
+    import base64
+    import io
+
+    import numpy as np
+
+    session = _TfliteSession(model_path, 1, delegate, runtime)
+    it = session.interpreter
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    x = np.load(inputs_path)
+    ys = []
+    for row in x:
+        it.set_tensor(inp["index"], row[None].astype(inp["dtype"]))
+        it.invoke()
+        ys.append(it.get_tensor(out["index"])[0].copy())
+    buf = io.BytesIO()
+    np.save(buf, np.stack(ys))
+    return {"ok": True, "helper_version": HELPER_VERSION, "runtime": session.runtime,
+            "runtime_version": session.runtime_version, "delegate": delegate,
+            "delegate_applied": session.delegate_applied, "outputs_npy_b64": base64.b64encode(buf.getvalue()).decode()}
 
 
 def _peak_rss_mb() -> float | None:
@@ -389,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--runtime", default=None, help="force a runtime module, e.g. tflite_runtime")
+    parser.add_argument("--predict", default=None, metavar="INPUTS.npy", help="outputs instead of timings")
     args = parser.parse_args(argv)
 
     # Runtimes may write to fd 1 from C++; keep the real stdout for the JSON object alone.
@@ -397,7 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     code = 0
     try:
-        result = benchmark(args.model, args.threads, args.delegate, args.warmup, args.runs, args.runtime)
+        if args.predict:
+            result = predict(args.model, args.predict, args.delegate, args.runtime)
+        else:
+            result = benchmark(args.model, args.threads, args.delegate, args.warmup, args.runs, args.runtime)
         # Peak RSS of this fresh process: interpreter + runtime + model, the whole footprint.
         result["peak_memory_mb"] = _peak_rss_mb()
         result["device_info"] = device_info()

@@ -52,6 +52,9 @@ class Measurement:
     timestamp: str = field(default_factory=lambda: utc_now())
     extra: dict = field(default_factory=dict)
     model: MeasuredModel | None = None  # set by the build and calibration, which know what they measured
+    # On an emulated board (qemu-user): real aarch64 kernels, but the timing means nothing for
+    # speed. Never stored, never fitted (LatencyStore.append, matching_measurements).
+    emulated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".tflite", ".onnx")
 DELEGATES = ("xnnpack", "none", "gpu", "nnapi", "cpu")
 HELPER_PATH = Path(device_bench.__file__)
-_RUNNER_KEYS = {"devices_file", "retries", "backoff_s", "runtime"}
+_RUNNER_KEYS = {"devices_file", "retries", "backoff_s", "runtime", "emulated"}
 _KNOWN_OPTIONS = _RUNNER_KEYS | set(SshOptions.__dataclass_fields__) | {"connect_timeout"} | set(
     AdbOptions.__dataclass_fields__
 )
@@ -62,6 +62,7 @@ def bench_model(model_path: str | os.PathLike[str], device: str = "local", *, th
     retries = int(options.pop("retries", 1))
     backoff_s = float(options.pop("backoff_s", 2.0))
     options.pop("devices_file", None)
+    emulated = bool(options.pop("emulated", False))
     attempt_once = _attempt_for(spec, model, settings, options)
 
     sha256 = sha256_file(model)
@@ -84,7 +85,9 @@ def bench_model(model_path: str | os.PathLike[str], device: str = "local", *, th
         else:
             message = f"{last.message} (after {len(failures)} attempts; first: {first.message})"
         raise DeviceError(message, hint=last.hint)
-    return _measurement(model, sha256, spec.text, spec.kind == "local", result)
+    m = _measurement(model, sha256, spec.text, spec.kind == "local", result)
+    m.emulated = emulated
+    return m
 
 
 def bench_many(model_path: str | os.PathLike[str], devices: list[str], **kw: Any) -> list[BenchRow]:

@@ -170,6 +170,17 @@ def parse_helper_output(device: str, stdout: str) -> dict:
 def run_ssh(spec: DeviceSpec, model_path: Path, helper_path: Path, *, threads: int, delegate: str,
             warmup: int, runs: int, timeout_s: float, opts: SshOptions) -> dict:
     """One attempt: the helper's result dict, or DeviceError (TransientDeviceError: worth a retry)."""
+    def command(remote_dir: str) -> str:
+        return helper_command(remote_dir, model_path.name, opts.python, threads=threads, delegate=delegate,
+                              warmup=warmup, runs=runs, runtime=opts.runtime)
+
+    return run_helper(spec, [model_path, helper_path], command, timeout_s=timeout_s, opts=opts)
+
+
+def run_helper(spec: DeviceSpec, files: list[Path], command, *, timeout_s: float, opts: SshOptions,
+               what: str = "benchmark") -> dict:
+    """Copy ``files`` to a fresh temporary directory on the board, run ``command(remote_dir)``
+    there (a helper printing one JSON object), remove the directory; return the object."""
     device = spec.text
     connect_budget = opts.connect_timeout_s + 30  # connect, authenticate, then a short command
     made = _call(ssh_argv(spec, opts, MKTEMP_COMMAND), connect_budget, device, "create a temporary directory")
@@ -180,8 +191,7 @@ def run_ssh(spec: DeviceSpec, model_path: Path, helper_path: Path, *, threads: i
         raise DeviceError(f"{device}: mktemp -d failed on the device ({(made.stderr or remote_dir).strip()})")
 
     try:
-        copy_budget = connect_budget + 60 + model_path.stat().st_size / 1e6  # ~1 MB/s worst case
-        files = [model_path, helper_path]
+        copy_budget = connect_budget + 60 + sum(f.stat().st_size for f in files) / 1e6  # ~1 MB/s worst case
         copied = _call(scp_argv(spec, opts, files, remote_dir), copy_budget, device, "copy the model")
         if copied.returncode != 0 and "subsystem request failed" in copied.stderr.lower():
             # The board has no sftp-server: fall back to the legacy scp protocol.
@@ -189,9 +199,7 @@ def run_ssh(spec: DeviceSpec, model_path: Path, helper_path: Path, *, threads: i
         if copied.returncode != 0:
             raise _ssh_failure(device, "copy the model", copied.stderr)
 
-        command = helper_command(remote_dir, model_path.name, opts.python, threads=threads, delegate=delegate,
-                                 warmup=warmup, runs=runs, runtime=opts.runtime)
-        ran = _call(ssh_argv(spec, opts, command), timeout_s, device, "run the benchmark")
+        ran = _call(ssh_argv(spec, opts, command(remote_dir)), timeout_s, device, f"run the {what}")
         if ran.returncode == 255:
             raise _ssh_failure(device, "run", ran.stderr)
         if ran.returncode == 127:
@@ -201,7 +209,7 @@ def run_ssh(spec: DeviceSpec, model_path: Path, helper_path: Path, *, threads: i
             )
         result = parse_helper_output(device, ran.stdout)
         if not result.get("ok"):
-            raise DeviceError(f"{device}: benchmark failed on the device: {result.get('error')}")
+            raise DeviceError(f"{device}: {what} failed on the device: {result.get('error')}")
         return result
     finally:
         if not _call_quietly(ssh_argv(spec, opts, cleanup_command(remote_dir)), connect_budget):

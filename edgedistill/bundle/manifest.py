@@ -36,7 +36,7 @@ def _latency(m) -> dict:
         **{k: getattr(m, k) for k in _LATENCY_KEYS},
         "runtime": f"{m.runtime} {m.runtime_version}",
         # Host figures are this build machine's, not the target's.
-        "measured_on": "host" if m.is_host else "device",
+        "measured_on": "host" if m.is_host else ("emulated" if m.emulated else "device"),
     }
 
 
@@ -112,6 +112,8 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             ],
         },
         "feedback_rounds": [dataclasses.asdict(r) for r in result.feedback_rounds],
+        # The shipped model on an aarch64 board's kernels against x86 (None: no board was used).
+        "verification_arm": result.arm.to_dict() if getattr(result, "arm", None) is not None else None,
         # What the build said loudly (a teacher at chance, a collapsed student): a CI reading the
         # manifest alone sees them too.
         "warnings": list(result.warnings),

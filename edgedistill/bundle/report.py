@@ -54,9 +54,12 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
             f"({a['agreement_reference']}) | {_us(lat['median_ms'])} | {_us(lat['p90_ms'])} | {size:.1f} KB |"
         )
     any_lat = next(iter(manifest["artifacts"].values()))["latency"]
-    where = "this build host, not a device of the target" if any_lat["measured_on"] == "host" else any_lat["device"]
+    where = {"host": "this build host, not a device of the target",
+             "emulated": f"{any_lat['device']}, an emulated board: its timings mean nothing for speed"}.get(
+        any_lat["measured_on"], any_lat["device"])
     lines += [
         "",
+        *_arm_note(manifest),
         f"Latency: batch 1, {any_lat['threads']} thread(s){_threads_note(any_lat, t)}, {any_lat['warmup']} warm-up + "
         f"{any_lat['runs']} runs, measured on {where}.",
         _budget_line(manifest),
@@ -70,6 +73,14 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
     if links_html:
         lines += ["Charts, candidates, training curves and the confusion matrix: `report.html` in the bundle.", ""]
     return "\n".join(lines)
+
+
+def _arm_note(manifest: dict) -> list[str]:
+    arm = manifest.get("verification_arm")
+    if not arm:
+        return ["On ARM: not verified (no aarch64 board; `edgedistill board up TARGET` starts an emulated one).", ""]
+    return [f"On ARM: {arm['summary']} ({arm['runtime']}, {arm['samples']} images, tolerance "
+            f"{arm['tolerance_steps']} steps).", ""]
 
 
 def _training_note(student: dict) -> list[str]:

@@ -268,7 +268,7 @@ def matching_measurements(target: Target, measurements: list) -> list:
     """Measurements of this target's kind: same runtime family, thread count, and a spec to refit from."""
     out, seen = [], set()
     for m in measurements:
-        if int(m.threads) != target.threads or m.model is None:
+        if int(m.threads) != target.threads or m.model is None or getattr(m, "emulated", False):
             continue
         if target.runtime == "litert" and not str(m.model_file).endswith(".tflite"):
             continue

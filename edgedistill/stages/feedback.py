@@ -27,6 +27,10 @@ def measured_choice(ctx: BuildContext, selection: Selection) -> tuple[RoundResul
     for round_no in range(1, cfg.max_rounds + 1):
         r = student_round(ctx, candidate, round_no)
         latency = r.main_latency_ms()
+        if any(m.emulated for m in r.benchmarks.values()):
+            rep.note(f"latency measured on an emulated board ({ctx.device}): the kernels are the device's, the "
+                     "timings mean nothing for speed; it is reported, not used to re-choose the student")
+            return r, candidate, rounds
         if not feedback:
             rep.note(f"latency measured on this host, not on a {target.name} device: it is reported, "
                      "not used to re-choose the student (benchmark on a device with --bench-device)")
