@@ -5,7 +5,7 @@ kernels within tolerance, recorded in the manifest and report; a disagreement ab
 makes the build exit 3 with nothing written.
 
 Needs root, qemu-user >= 8 and the board's rootfs built once (``.ci/run`` builds or restores it;
-by hand: ``edgedistill board up rpi4``, 10-30 minutes the first time). Without them every test here
+by hand: ``edgedistill board up rpi4``, about 7 minutes the first time). Without them every test here
 is skipped, with the reason."""
 
 from __future__ import annotations
@@ -122,3 +122,17 @@ def test_a_disagreement_on_arm_fails_the_build_with_nothing_written(built, env, 
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "on ARM" in proc.stderr and "quantization steps" in proc.stderr
     assert not (out / "rpi4").exists()
+
+
+def test_timings_on_the_emulated_board_are_marked_and_never_stored_or_used(built, board, env, tmp_path):
+    cwd, _ = built
+    store = tmp_path / "store.jsonl"
+    proc = _cli(["build", *TINY, "--bench-device", "board-rpi4", "--bench-runs", "3", "--out", str(tmp_path / "dist")],
+                {**env, "EDGEDISTILL_DEVICES": board["devices_file"], "EDGEDISTILL_LATENCY_STORE": str(store)}, cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "emulated board (board-rpi4)" in proc.stderr and "not used to re-choose" in proc.stderr
+    manifest = json.loads((tmp_path / "dist/rpi4/manifest.json").read_text())
+    assert {a["latency"]["measured_on"] for a in manifest["artifacts"].values()} == {"emulated"}
+    assert manifest["feedback_rounds"] == []
+    assert "an emulated board: its timings mean nothing for speed" in (tmp_path / "dist/rpi4/report.md").read_text()
+    assert not store.exists() or store.read_text().strip() == ""

@@ -10,9 +10,9 @@ whichever runtime it finds (``ai_edge_litert``, ``tflite_runtime`` or ``tensorfl
     python3 device_bench.py MODEL [--threads N] [--delegate D] [--warmup W] [--runs R]
     python3 device_bench.py MODEL --predict INPUTS.npy [--delegate D]   # outputs, batch 1 each
 
-It reports what ran: runtime, version, delegate and whether it was applied (XNNPACK asked for and
-not applied is an error, not a silent fallback), and the CPU's features. On success it prints ``{"ok": true, ...}`` and exits 0; on failure ``{"ok": false, "error": ...}``
-and exits 2. Runtime log lines go to stderr, so stdout carries the JSON object only.
+It reports the runtime, its version, the delegate and whether it was applied (asked for and not
+applied is an error, not a silent fallback), and the CPU's features. It prints ``{"ok": true, ...}``
+and exits 0, or ``{"ok": false, "error": ...}`` and exits 2; runtime logs go to stderr.
 """
 
 from __future__ import annotations
@@ -227,8 +227,8 @@ class _TfliteSession:
         ops = getattr(self.interpreter, "_get_ops_details", None)  # a delegate shows as a DELEGATE node
         self.delegate_applied = None if ops is None else any(op.get("op_name") == "DELEGATE" for op in ops())
         if delegate == "xnnpack" and self.delegate_applied is False:
-            raise BenchError(f"XNNPACK was asked for but {self.runtime} did not apply it, so its builtin kernels would "
-                             "run: no op of this model is one XNNPACK takes, or (in a chroot) /sys is not mounted")
+            raise BenchError(f"XNNPACK was asked for but {self.runtime} {self.runtime_version} did not apply it (no op "
+                             "of this model it takes here, or no /sys); --delegate none times the builtin kernels")
         self.inputs = self.interpreter.get_input_details()
         self.batch = int(self.inputs[0]["shape"][0]) if len(self.inputs[0]["shape"]) else 1
 

@@ -28,7 +28,9 @@ def board_up(
 
     t = load_target(target)
     started = time.perf_counter()
-    runtimes = ("ai-edge-litert", "tflite-runtime") if tflite_runtime else ("ai-edge-litert",)
+    from edgedistill.board.rootfs import DEFAULT_RUNTIMES
+
+    runtimes = DEFAULT_RUNTIMES + (("tflite-runtime",) if tflite_runtime else ())
     st, image = server.up(t, log=lambda m: print(m, file=sys.stderr, flush=True), runtimes=runtimes)
     took = time.perf_counter() - started
     if json_out:

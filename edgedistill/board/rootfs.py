@@ -27,12 +27,17 @@ from edgedistill.paths import cache_dir
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "openssh-server", "ca-certificates")
 # One venv per runtime: tflite-runtime 2.14 needs numpy 1.x, ai-edge-litert 2.3 takes numpy 2.
-VENVS = {"ai-edge-litert": "/opt/edgedistill-venv", "tflite-runtime": "/opt/edgedistill-venv-tflite-runtime"}
+# onnxruntime shares the default venv: the helper benchmarks a bundle's .onnx files with it.
+VENVS = {"ai-edge-litert": "/opt/edgedistill-venv", "onnxruntime": "/opt/edgedistill-venv",
+         "tflite-runtime": "/opt/edgedistill-venv-tflite-runtime"}
 VENV = VENVS["ai-edge-litert"]  # the board's default python
-# pip takes the newest wheel whose tags it is told; without these two it quietly picks
-# ai-edge-litert 1.4.0 (2.x is manylinux_2_27 only) and finds no tflite-runtime 2.14 at all.
-PLATFORM_TAGS = ("manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
-RUNTIMES = {"ai-edge-litert": ("ai-edge-litert==2.3.0",), "tflite-runtime": ("tflite-runtime==2.14.0", "numpy<2")}
+# pip takes the newest wheel whose tags it is told: without manylinux_2_27 it quietly picks
+# ai-edge-litert 1.4.0 (2.x is tagged 2_27 only); onnxruntime 1.32 is tagged 2_28; tflite-runtime
+# 2.14 only 2_34 (added for it alone). Debian 12's glibc 2.36 runs them all.
+PLATFORM_TAGS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+RUNTIMES = {"ai-edge-litert": ("ai-edge-litert==2.3.0",), "onnxruntime": ("onnxruntime==1.32.0",),
+            "tflite-runtime": ("tflite-runtime==2.14.0", "numpy<2")}
+DEFAULT_RUNTIMES = ("ai-edge-litert", "onnxruntime")
 TFLITE_RUNTIME_TAG = "manylinux_2_34_aarch64"
 MIN_QEMU = (8, 0)  # Debian 12's qemu 7.2 crashes ai-edge-litert >= 2.2 while creating the interpreter
 MOUNTS = ("proc", "sys", "dev", "dev/pts")  # without sys, XNNPACK is silently not applied
@@ -158,7 +163,7 @@ def unavailable_reason() -> str | None:
     if v is None or v < MIN_QEMU:
         return f"qemu-user >= {MIN_QEMU[0]} is not installed ({INSTALL_HINT})"
     if not (board_root() / "image.json").exists() and not tarball().exists():
-        return f"no board rootfs in {board_root()}: run `edgedistill board up rpi4` once (10-30 min)"
+        return f"no board rootfs in {board_root()}: run `edgedistill board up rpi4` once (about 7 min)"
     return None
 
 
@@ -179,8 +184,8 @@ def debian_mirror() -> str:
 # --- the rootfs ----------------------------------------------------------------------------------
 
 
-def ensure_rootfs(log=print, runtimes: tuple[str, ...] = ("ai-edge-litert",)) -> Image:
-    """The cached rootfs, restored from its tarball or built from scratch (about half an hour)."""
+def ensure_rootfs(log=print, runtimes: tuple[str, ...] = DEFAULT_RUNTIMES) -> Image:
+    """The cached rootfs, restored from its tarball (seconds) or built from scratch (minutes)."""
     root, meta = rootfs_dir(), board_root() / "image.json"
     if meta.exists() and (root / VENV.lstrip("/") / "bin" / "python").exists():
         image = Image(**json.loads(meta.read_text()))
@@ -202,7 +207,7 @@ def ensure_rootfs(log=print, runtimes: tuple[str, ...] = ("ai-edge-litert",)) ->
         image.restored_from_tarball = True
         image.built_seconds = time.perf_counter() - started
         return ensure_rootfs(log, runtimes) if any(r not in image.runtimes for r in runtimes) else image
-    log(f"board: building an arm64 Debian {SUITE} userland in {root} (debootstrap; about half an hour)")
+    log(f"board: building an arm64 Debian {SUITE} userland in {root} (debootstrap: minutes, once)")
     partial = root.with_name("rootfs.partial")
     _reset(partial)
     mirror = debian_mirror()
@@ -274,7 +279,7 @@ class mounted:
     """/proc, /sys, /dev and /dev/pts bound into the rootfs while inside (kept while sshd runs)."""
 
     def __init__(self, root: Path, keep: bool = False) -> None:
-        self.root, self.keep = root, keep
+        self.root, self.keep, self.made = root, keep, []
 
     def __enter__(self) -> Path:
         for m in MOUNTS:
@@ -282,11 +287,13 @@ class mounted:
             target.mkdir(parents=True, exist_ok=True)
             if not os.path.ismount(target):
                 _run(["mount", "--bind", f"/{m}", str(target)], f"binding /{m} into the board")
+                self.made.append(target)
         return self.root
 
     def __exit__(self, *exc) -> None:
-        if not self.keep:
-            unmount_all(self.root)
+        if not self.keep:  # only what this one mounted: a running board keeps its own
+            for target in reversed(self.made):
+                subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=60)
 
 
 def unmount_all(root: Path) -> None:

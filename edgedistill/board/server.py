@@ -79,7 +79,7 @@ def state(target_name: str) -> BoardState | None:
     return st
 
 
-def up(target, log=print, runtimes: tuple[str, ...] = ("ai-edge-litert",)) -> tuple[BoardState, rootfs.Image]:
+def up(target, log=print, runtimes: tuple[str, ...] = rootfs.DEFAULT_RUNTIMES) -> tuple[BoardState, rootfs.Image]:
     """Start (or find running) the target's board; returns its state and the rootfs image."""
     cpu = emulated_cpu(target)
     rootfs.require_root()

@@ -111,7 +111,7 @@ def _where(lat: dict) -> str:
         return "not measured"
     info = lat.get("device_info") or {}
     hw = info.get("model") or info.get("soc") or info.get("cpu") or ""
-    place = "build host" if lat.get("measured_on") == "host" else "device"
+    place = {"host": "build host", "emulated": "emulated board"}.get(lat.get("measured_on"), "device")
     return (f"{lat.get('device')} ({place}{', ' + hw if hw else ''}), {lat.get('runtime')}, "
             f"{lat.get('delegate')}, {lat.get('threads')} threads")
 
@@ -136,7 +136,8 @@ def _cards(m: dict) -> str:
     lat = art.get("latency") or {}
     budgets = m.get("target", {}).get("budgets", {})
     nbytes = m.get("files", {}).get(main, {}).get("bytes")
-    where = "build host, not the target" if lat.get("measured_on") == "host" else (lat.get("device") or "")
+    where = {"host": "build host, not the target", "emulated": "emulated board: no measure of speed"}.get(
+        lat.get("measured_on"), lat.get("device") or "")
     cards = [
         (f"{main} accuracy", _pct(art.get("accuracy")), f"teacher {_pct(m.get('teacher', {}).get('test_accuracy'))}"),
         ("median latency", _ms(lat.get("median_ms")), f"{where}; budget {budgets.get('latency_ms', 'n/a')} ms"),
@@ -176,6 +177,12 @@ def _artifacts_section(m: dict) -> str:
             "Agreement is top-1 against the torch model each artifact was exported from.")
     if any_lat.get("measured_on") == "host":
         note += " <b>Latency was measured on the build host, not on a device of the target.</b>"
+    elif any_lat.get("measured_on") == "emulated":
+        note += (" <b>Latency was measured on an emulated board (qemu-user): its kernels are the device's, its "
+                 "timings mean nothing for speed.</b>")
+    arm = m.get("verification_arm")
+    note += (f" On ARM: {_e(arm['summary'])} ({_e(arm['runtime'])}, {arm['samples']} images)." if arm
+             else " Not verified on ARM (no aarch64 board).")
     table = _table(["artifact", "precision", "accuracy", "agreement", "median", "p90", "size", "measured on"],
                    rows, nums=(2, 3, 4, 5, 6))
     return _section("Artifacts", table, note)

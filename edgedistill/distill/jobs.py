@@ -11,11 +11,13 @@ What travels is pickled, with two exceptions that every rank loads for itself fr
 options: the data (too large to send; its fingerprint is checked, so a node that sees other
 files stops instead of training on them) and modules registered with :func:`share` (the user's
 teacher: TorchScript and ``torch.export`` programs do not pickle). Nothing here imports the
-trainer: the training modules register their calls with :func:`register`.
+trainer: the training modules mark their calls with :func:`announced`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import io
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,6 +54,28 @@ class _Module:
 def register(kind: str, runner: Callable) -> None:
     """``runner(data=..., **kwargs)`` is what a following rank calls for a job of ``kind``."""
     _RUNNERS[kind] = runner
+
+
+def announced(kind: str, *, local: tuple[str, ...] = ()):
+    """Decorate a training call that every rank must make. On the leading rank each call is first
+    announced, with its arguments but for ``data`` (each rank has its own) and ``local`` (rank 0's
+    own paths and callbacks); a following rank makes it with those arguments."""
+    def wrap(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if leading():
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                sent = {k: v for k, v in bound.arguments.items() if k not in local and k != "data"}
+                announce(kind, bound.arguments["data"], **sent)
+            return fn(*args, **kwargs)
+
+        register(kind, fn)
+        return call
+
+    return wrap
 
 
 def share(key: str, module: nn.Module) -> nn.Module:

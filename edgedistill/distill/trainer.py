@@ -151,6 +151,7 @@ def accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
 # The loop
 
 
+@jobs.announced("train", local=("checkpoint_dir", "progress"))
 def train(
     model: nn.Module,
     data: ImageDataset,
@@ -165,22 +166,6 @@ def train(
     """Train ``model`` in place; returns its history. ``progress(label, epoch, epochs, info)`` is
     called after every epoch (the CLI draws a progress bar with it). Under ``torchrun`` every
     process makes this call with the same arguments: itself, or at rank 0's word in a build."""
-    jobs.announce("train", data, model=model, cfg=cfg, teacher=teacher, weights=weights, label=label)
-    return _train(model, data, cfg, teacher=teacher, weights=weights, label=label,
-                  checkpoint_dir=checkpoint_dir, progress=progress)
-
-
-def _train(
-    model: nn.Module,
-    data: ImageDataset,
-    cfg: TrainConfig,
-    *,
-    teacher: nn.Module | None = None,
-    weights: LossWeights | None = None,
-    label: str = "train",
-    checkpoint_dir: Path | None = None,
-    progress: Callable[[str, int, int, str], None] | None = None,
-) -> TrainResult:
     weights = weights or LossWeights(ce=1.0)
     ddp.init_from_env()
     rank, world = ddp.rank(), ddp.world_size()
@@ -355,10 +340,3 @@ def _train(
         if device.type == "cuda":
             teacher.to(memory_format=torch.contiguous_format)
     return result
-
-
-def _follow_train(*, data: ImageDataset, **kwargs) -> None:
-    _train(kwargs.pop("model"), data, kwargs.pop("cfg"), **kwargs)
-
-
-jobs.register("train", _follow_train)

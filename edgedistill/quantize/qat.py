@@ -87,6 +87,7 @@ def qat_loss(
     return loss
 
 
+@jobs.announced("qat")
 def qat_finetune(
     student: nn.Module,
     data: ImageDataset,
@@ -102,12 +103,6 @@ def qat_finetune(
     terms train the graph (:func:`qat_loss`). ``teacher`` tells which form of RKD the build ran
     (without it, RKD runs on the logits). Under ``torchrun`` every rank makes this call (in a
     build, at rank 0's word)."""
-    jobs.announce("qat", data, student=student, teacher_logits=teacher_logits, cfg=cfg, weights=weights,
-                  teacher=teacher)
-    return _qat_finetune(student, data, teacher_logits, cfg, weights, teacher=teacher)
-
-
-def _qat_finetune(student, data, teacher_logits, cfg, weights, *, teacher):
     from torchao.quantization.pt2e import (
         allow_exported_model_train_eval,
         move_exported_model_to_eval,
@@ -179,11 +174,3 @@ def _epochs(net, criterion, opt, sched, x_train, y_train, teacher_logits, cfg, b
         if world > 1:
             total, seen, _, _ = ddp.sum_stats(total, seen, 0, {}, torch.device("cpu"))
         result.losses.append(total / max(1, seen))
-
-
-def _follow_qat(*, data: ImageDataset, **kwargs) -> None:
-    _qat_finetune(kwargs.pop("student"), data, kwargs.pop("teacher_logits"), kwargs.pop("cfg"),
-                  kwargs.pop("weights"), teacher=kwargs.pop("teacher"))
-
-
-jobs.register("qat", _follow_qat)

@@ -56,7 +56,8 @@ class ArmParity:
         return all(k.max_steps <= self.tolerance_steps for k in self.kernels)
 
     def describe(self) -> str:
-        """E.g. "aarch64 (emulated Cortex-A72): XNNPACK bit-identical; builtin kernels within 1 step; top-1 agreement 100%"."""
+        """E.g. "aarch64 (emulated Cortex-A72): XNNPACK bit-identical; builtin kernels within 1
+        step(s); top-1 agreement 100.0%"."""
         parts = [f"{k.kernels} bit-identical" if k.identical else f"{k.kernels} within {k.max_steps:g} step(s)"
                  for k in self.kernels]
         agree = min((k.top1_agreement for k in self.kernels), default=1.0)
