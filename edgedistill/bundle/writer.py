@@ -33,6 +33,7 @@ import numpy as np
 from edgedistill.bundle.manifest import build_manifest, manifest_files
 from edgedistill.bundle.html_report import extras_from_result, render_html
 from edgedistill.bundle.report import render_markdown
+from edgedistill.verify.bundle import SAMPLE_IMAGES
 
 
 OWNER_FILE = ".owner"  # inside a partial folder; never part of the bundle
@@ -222,7 +223,7 @@ def _bundle_files(staging: Path) -> dict[str, dict]:
     return files
 
 
-def _write_verification_sample(result, path: Path, n: int = 64) -> None:
+def _write_verification_sample(result, path: Path, n: int = SAMPLE_IMAGES) -> None:
     """A fixed slice of the test split (raw images, labels) with each artifact's top-1 predictions
     as verified, so ``edgedistill verify BUNDLE`` can re-run parity without the original data."""
     data = result.data

@@ -91,12 +91,8 @@ class TrainResult:
     device: str = "cpu"
     teacher_cached: bool = False
     world_size: int = 1
-    batch_per_rank: int = 0  # global batch = batch_per_rank * world_size
+    batch_per_rank: int = 0  # global batch = batch_per_rank * world_size (the manifest's student.training)
     lr: float = 0.0
-
-    @property
-    def global_batch(self) -> int:
-        return self.batch_per_rank * self.world_size
 
     @property
     def sec_per_epoch(self) -> float:

@@ -9,8 +9,7 @@ from edgedistill.backends import main_artifact
 from edgedistill.backends.io import to_model_input
 from edgedistill.stages.context import BuildContext
 from edgedistill.verify.arm import ArmParity, check_on_board, require_passed
-
-SAMPLE = 64  # the bundle's verification sample: the first 64 test images
+from edgedistill.verify.bundle import SAMPLE_IMAGES
 
 
 def arm_device(ctx: BuildContext) -> tuple[str, str | None, str | None] | None:
@@ -39,7 +38,7 @@ def arm_stage(ctx: BuildContext, artifacts) -> ArmParity | None:
     from edgedistill.backends import load_model
 
     runtime_model = load_model(main.path)
-    inputs = to_model_input(ctx.data.test.images[:SAMPLE], ctx.data.preprocessing, runtime_model.input_spec)
+    inputs = to_model_input(ctx.data.test.images[:SAMPLE_IMAGES], ctx.data.preprocessing, runtime_model.input_spec)
     parity = check_on_board(main.path, inputs, device, devices_file=devices_file, cpu=cpu,
                             tolerance_steps=ctx.cfg.arm_tolerance_steps)
     ctx.rep.note(parity.describe() + f" ({parity.runtime}, {parity.samples} images, {parity.seconds:.0f} s)")

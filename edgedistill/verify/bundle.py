@@ -27,6 +27,7 @@ from edgedistill.errors import EXIT_OK, EXIT_VERIFY, InputError
 
 MANIFEST = "manifest.json"
 SAMPLE = "verification_sample.npz"
+SAMPLE_IMAGES = 64  # the first test images, kept in SAMPLE and checked on ARM (stages/arm.py)
 MIN_SAMPLE_AGREEMENT = 0.99  # with the top-1 stored when the bundle was written
 
 
