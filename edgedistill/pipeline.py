@@ -115,16 +115,17 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     loaded_teacher = load_user_teacher(cfg)
 
     data = load_data(cfg, rep)
-    teacher, teacher_info = teacher_stage(cfg, data, rep, loaded_teacher)
+    teacher, teacher_info, recognised = teacher_stage(cfg, data, rep, loaded_teacher)
     augment = DEFAULT_OVERRIDES.get("augment", False) if cfg.augment is None else cfg.augment
     ctx = BuildContext(
         cfg=cfg, target=target, data=data, teacher=teacher, teacher_info=teacher_info, weights=weights,
         train_cfg=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                               augment=augment, device=cfg.device, sync_batchnorm=cfg.sync_batchnorm),
         device=cfg.bench_device or target.default_device or "local", rd=rd, rep=rep,
+        seed_teacher=recognised.twin if recognised is not None and recognised.twin is not None else teacher,
     )
     teacher_gate = check_teacher(cfg, teacher_info, data, ctx.warn)
-    selection = select_stage(cfg, target, teacher, count_parameters(teacher), data, rep)
+    selection = select_stage(cfg, target, teacher, count_parameters(teacher), data, rep, recognised)
 
     r, candidate, rounds = measured_choice(ctx, selection)
     check_student(r.export.reference_logits(), r.student, data, ctx.warn)

@@ -62,7 +62,7 @@ def follow_build(cfg) -> int:
             raise RankMismatchError(
                 f"rank {rank()} loaded another teacher than rank 0 ({cfg.teacher or 'none'})",
                 hint="every node must see the same --teacher and --weights files")
-        return user_teacher_module(loaded, data)
+        return user_teacher_module(loaded, data)[0]
 
     return jobs.follow(lambda: load_data(cfg, Reporter(quiet=True)), load_shared)
 

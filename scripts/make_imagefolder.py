@@ -1,10 +1,11 @@
-"""Write a synthetic but learnable ImageFolder dataset of grayscale digit PNGs.
+"""Write a synthetic but learnable ImageFolder dataset of digit PNGs (grayscale, or tinted RGB).
 
-    python scripts/make_imagefolder.py OUT --n 5000 --size 28 [--seed 0]
+    python scripts/make_imagefolder.py OUT --n 5000 --size 28 [--seed 0] [--rgb]
 
 Each image is one of scikit-learn's 1,797 real 8x8 handwritten digits (shipped with scikit-learn,
 nothing is downloaded), upscaled to a random scale, rotated a little, placed at a random offset on a
-SIZExSIZE canvas and given pixel noise. The source digits are split first, so no test image comes
+SIZExSIZE canvas and given pixel noise; ``--rgb`` draws it in a random colour on a background of
+another (the camera-image case: three channels, colour carries no label). The source digits are split first, so no test image comes
 from a digit the train images were made from. Writes OUT/train/<digit>/*.png and OUT/test/<digit>/*.png.
 """
 
@@ -18,7 +19,7 @@ from PIL import Image
 
 
 def make_imagefolder(out: Path, n: int = 5000, size: int = 28, seed: int = 0,
-                     test_fraction: float = 0.2) -> dict[str, int]:
+                     test_fraction: float = 0.2, rgb: bool = False) -> dict[str, int]:
     """Write ``n`` images under ``out``; return the number written per split."""
     from sklearn.datasets import load_digits
 
@@ -37,6 +38,8 @@ def make_imagefolder(out: Path, n: int = 5000, size: int = 28, seed: int = 0,
             (out / split / str(name)).mkdir(parents=True, exist_ok=True)
         for k, source in enumerate(rng.choice(pools[split], size=count)):
             image = _augment(digits.images[source], size, rng)
+            if rgb:
+                image = _tint(image, rng)
             image.save(out / split / str(digits.target[source]) / f"{k:05d}.png")
     return counts
 
@@ -62,14 +65,24 @@ def _augment(digit: np.ndarray, size: int, rng: np.random.Generator) -> Image.Im
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
+def _tint(gray: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The glyph's intensity mixes a random background colour into a random ink colour."""
+    alpha = np.asarray(gray, dtype=np.float32)[..., None] / 255.0
+    ink, paper = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    while np.abs(ink - paper).sum() < 150:  # keep the digit visible
+        ink = rng.uniform(0, 255, 3)
+    return Image.fromarray((alpha * ink + (1 - alpha) * paper).clip(0, 255).astype(np.uint8), "RGB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--n", type=int, default=5000, help="total images (train + test)")
     parser.add_argument("--size", type=int, default=28, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rgb", action="store_true", help="tinted RGB images instead of grayscale")
     args = parser.parse_args()
-    counts = make_imagefolder(args.out, args.n, args.size, args.seed)
+    counts = make_imagefolder(args.out, args.n, args.size, args.seed, rgb=args.rgb)
     print(f"wrote {counts['train']} train and {counts['test']} test images to {args.out}")
 
 

@@ -45,7 +45,7 @@ def test_a_missed_budget_is_measured_refit_and_met(tmp_path, monkeypatch):
 
     data_path = _npz(tmp_path / "bars.npz")
     data = load_dataset(data_path)
-    teacher_spec = default_teacher_spec(data)
+    teacher_spec = default_teacher_spec(data.input_shape_nchw, data.num_classes)
     teacher_params = count_parameters(create_model(teacher_spec))
 
     # The honest host model sets the budget between the biggest and the smallest student...

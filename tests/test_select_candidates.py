@@ -43,7 +43,7 @@ def test_vit_candidates_keep_head_width_and_scale_heads_with_the_embedding():
 def test_a_teacher_outside_the_zoo_gets_inverted_residual_candidates_and_says_so():
     import torch
 
-    spec, note = zoo_teacher_spec(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), 1, 10)
+    spec, note = zoo_teacher_spec(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), (1, 8, 8), 10)
     assert spec.family == "mobilenet" and "outside the zoo" in note and "depthwise" in note
     cands = shrink_specs(spec)
     assert all(c.family == "mobilenet" and c.expansion == spec.expansion for c in cands)
@@ -55,7 +55,7 @@ def test_a_teacher_outside_the_zoo_gets_inverted_residual_candidates_and_says_so
 
 def test_a_mobilenet_teacher_keeps_its_family():
     teacher = MobileNetSpec(1, 10, (16, 32, 64), (1, 2, 3), 6)
-    spec, note = zoo_teacher_spec(teacher, 1, 10)
+    spec, note = zoo_teacher_spec(teacher, (1, 8, 8), 10)
     assert spec is teacher and not note
     cands = evaluate_candidates(teacher, SHAPE, load_target("host"), 10**9, 1.0)
     assert all(c.spec.family == "mobilenet" and c.predicted_latency_ms > 0 for c in cands)

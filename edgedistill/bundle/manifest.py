@@ -82,13 +82,16 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "budgets": {"latency_ms": target.budgets.latency_ms, "model_size_kb": target.budgets.model_size_kb,
                         "peak_memory_mb": target.budgets.peak_memory_mb},
         },
-        "teacher": {"params": teacher.params, "test_accuracy": teacher.test_acc, "source": teacher.source},
+        "teacher": {"params": teacher.params, "test_accuracy": teacher.test_acc, "source": teacher.source,
+                    # a teacher from outside the zoo: the layout recognised and the zoo family it maps onto
+                    "structure": getattr(teacher, "structure", None)},
         "student": {
             "params": student.params, "spec": student.spec, "test_accuracy_fp32": student.test_acc,
             "test_accuracy_qat": result.qat.test_acc,
             "scratch_test_accuracy": scratch.test_acc if scratch else None,
             "compression": teacher.params / student.params,
             "loss": result.loss, "augment": result.augment, "assistants": student.assistants,
+            "init": _init(student.init),
             "selection_rule": selection.rule,
             # QAT trains with the build's loss where it can; the terms it could not use, and why.
             "qat_loss": result.qat.loss_used, "qat_loss_dropped": result.qat.loss_dropped,
@@ -143,3 +146,12 @@ def _training(result) -> dict:
     return {"processes": train.world_size, "device": train.device, "batch_per_process": per_rank,
             "global_batch": per_rank * train.world_size, "lr": train.lr or cfg.lr, "epochs": len(train.history),
             "best_epoch": train.best_epoch}
+
+
+def _init(report: dict) -> dict:
+    """How the student started: from the teacher's weights (which fraction, from what) or not, and why."""
+    if not report:
+        return {"initialised": False, "reason": "initialisation from the teacher was off, or the teacher is not of "
+                "the student's family"}
+    keep = ("initialised", "family", "copied_fraction", "criterion", "source", "reason", "not_copied")
+    return {k: report[k] for k in keep if k in report}

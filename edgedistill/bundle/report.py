@@ -116,9 +116,21 @@ def selection_note(manifest: dict) -> str:
     return note[0].upper() + note[1:] + "." if note else ""
 
 
+def init_note(manifest: dict) -> str:
+    """Whether the student started from the teacher's weights, as a sentence ("" for old manifests)."""
+    init = manifest.get("student", {}).get("init")
+    if not init:
+        return ""
+    if init.get("initialised"):
+        source = init.get("source") or "the teacher"
+        return (f"The student started from {source}: {100 * init.get('copied_fraction', 0):.0f}% of its parameters "
+                "were copied from the teacher's most important channels.")
+    return f"The student started from random weights: {init.get('reason', '')}."
+
+
 def _selection_note(manifest: dict) -> list[str]:
-    note = selection_note(manifest)
-    return ["", note] if note else []
+    notes = [n for n in (selection_note(manifest), init_note(manifest)) if n]
+    return ["", *notes] if notes else []
 
 
 def data_notes(manifest: dict) -> list[str]:

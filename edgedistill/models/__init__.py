@@ -3,6 +3,7 @@
 A new family is one file here that registers its Family, and its import line below.
 """
 
+from edgedistill.models import mbconv  # noqa: F401  (registers "mbconv")
 from edgedistill.models import mobilenet  # noqa: F401  (registers "mobilenet")
 from edgedistill.models import resnet  # noqa: F401  (registers "resnet")
 from edgedistill.models import vit  # noqa: F401  (registers "vit")

@@ -71,12 +71,12 @@ class Copier:
 
 
 def stage_channels(w: dict, stage: int, t_width: int, s_width: int, blocks: list[int],
-                   writers: tuple[str, ...]) -> torch.Tensor:
+                   writers: tuple[str, ...], with_stem: bool) -> torch.Tensor:
     """The ``s_width`` channels of a stage's residual space to keep: ranked by the summed L1 norm of
-    the output filters of every conv writing into it (the stem for stage 0, and each kept block's
-    ``writers`` convs that exist)."""
+    the output filters of every conv writing into it (the stem for stage 0 when ``with_stem``, and
+    each kept block's ``writers`` convs that exist)."""
     score = torch.zeros(t_width)
-    if stage == 0:
+    if with_stem:
         score += l1_rows(w["stem.0.0.weight"])
     for j in blocks:
         for name in writers:
@@ -86,23 +86,38 @@ def stage_channels(w: dict, stage: int, t_width: int, s_width: int, blocks: list
     return top_k(score, s_width)
 
 
+def _layout(spec) -> tuple[bool, int]:
+    """(whether the stem writes stage 0's residual space, the head conv's width or 0)."""
+    stem_width = getattr(spec, "stem_width", 0)
+    return (not stem_width or stem_width == spec.widths[0]), getattr(spec, "head_width", 0)
+
+
 def init_staged(teacher: nn.Module, student: nn.Module, cp: Copier, writers: tuple[str, ...], criterion: str,
                 copy_block: Callable[[str, str, torch.Tensor, torch.Tensor], str | None]) -> dict:
     """The stage walk the CNN families share: rank each stage's residual channels once (from the
-    stem and the kept blocks' ``writers`` convs), copy the stem, let ``copy_block(t, s, in_idx,
-    res_idx)`` copy one kept block (returning a note when something could not be copied), then
-    copy the head's columns of the last stage's kept channels."""
+    kept blocks' ``writers`` convs, and the stem's filters when the stem writes stage 0's space;
+    a stem of its own width is ranked by itself), copy the stem, let ``copy_block(t, s, in_idx,
+    res_idx)`` copy one kept block (returning a note when something could not be copied), copy the
+    head conv when there is one (its filters ranked by L1 norm), then the classifier's columns of
+    the channels kept last."""
     ts, ss = teacher.spec, student.spec
     if len(ts.widths) != len(ss.widths):
         raise ValueError(f"teacher has {len(ts.widths)} stages, student {len(ss.widths)}: no stage mapping")
+    (t_shared, t_head), (s_shared, s_head) = _layout(ts), _layout(ss)
+    if t_shared != s_shared or bool(t_head) != bool(s_head):
+        raise ValueError("teacher and student differ in layout (a stem of its own width, a head conv): "
+                         "no channel mapping")
     report: dict[str, Any] = {"blocks": {}, "residual_channels": {}, "criterion": criterion}
-    prev_idx = None  # kept channels of the previous stage's residual space (stem output for stage 0)
+    prev_idx = None  # kept channels of the previous stage's residual space (the stem's output for stage 0)
+    if not s_shared:
+        prev_idx = top_k(l1_rows(cp.src["stem.0.0.weight"]), cp.dst["stem.0.0.weight"].shape[0])
+        cp.conv_bn("stem.0", "stem.0", prev_idx, None)
     for i, (tw, sw) in enumerate(zip(ts.widths, ss.widths)):
         blocks = evenly_spaced(ts.depths[i], ss.depths[i])
         report["blocks"][f"stages.{i}"] = blocks
-        res_idx = stage_channels(cp.src, i, tw, sw, blocks, writers)
+        res_idx = stage_channels(cp.src, i, tw, sw, blocks, writers, with_stem=i == 0 and s_shared)
         report["residual_channels"][f"stages.{i}"] = res_idx.tolist()
-        if i == 0:
+        if i == 0 and s_shared:
             cp.conv_bn("stem.0", "stem.0", res_idx, None)
             prev_idx = res_idx
         for sj, tj in enumerate(blocks):
@@ -110,6 +125,10 @@ def init_staged(teacher: nn.Module, student: nn.Module, cp: Copier, writers: tup
             if note:
                 report.setdefault("not_copied", []).append(note)
         prev_idx = res_idx
+    if s_head:
+        head_idx = top_k(l1_rows(cp.src["head_conv.0.0.weight"]), s_head)
+        cp.conv_bn("head_conv.0", "head_conv.0", head_idx, prev_idx)
+        prev_idx = head_idx
     if ts.num_classes == ss.num_classes:
         cp.take("head.weight", "head.weight", None, prev_idx)
         cp.take("head.bias", "head.bias")

@@ -11,9 +11,11 @@ channels or embedding). Each candidate gets, without exporting anything:
 - peak memory: arena estimate = the largest input + output activation pair of any kernel + weights.
 
 Selection takes the highest-capacity candidate that fits every budget; the capacity proxy is the
-parameter count, then FLOPs. A teacher outside the zoo (no ``spec``) gets candidates from the
-zoo's most target-friendly family, the inverted-residual one (``mobilenet``: depthwise-separable
-convs with linear bottlenecks), shrunk from :data:`~edgedistill.models.mobilenet.NON_ZOO_BASE`.
+parameter count, then FLOPs. A teacher outside the zoo that :mod:`edgedistill.teacher.recognise`
+recognises (torchvision's ResNet layout, EfficientNet-Lite) is shrunk as the zoo family it maps
+onto; any other gets candidates from the zoo's most target-friendly family, the inverted-residual
+one (``mobilenet``: depthwise-separable convs with linear bottlenecks), shrunk from
+:func:`~edgedistill.models.mobilenet.real_resolution_base` (MobileNetV2's layout above 32 px).
 """
 
 from __future__ import annotations
@@ -178,17 +180,24 @@ class Selection:
         }
 
 
-def zoo_teacher_spec(teacher, in_channels: int, num_classes: int) -> tuple[object, str]:
-    """(spec to shrink, note): the teacher's own spec, or for a teacher outside the zoo (an
-    ``nn.Module`` without a zoo ``spec``) the inverted-residual family's
-    :data:`~edgedistill.models.mobilenet.NON_ZOO_BASE`."""
+def zoo_teacher_spec(teacher, input_shape: tuple[int, int, int], num_classes: int,
+                     recognised=None) -> tuple[object, str]:
+    """(spec to shrink, note): the teacher's own spec (a zoo model, or the twin
+    :mod:`edgedistill.teacher.recognise` made of it, ``recognised``), or for a teacher outside the
+    zoo (an ``nn.Module`` without a zoo ``spec``) the inverted-residual family's base for this input
+    size (:func:`~edgedistill.models.mobilenet.real_resolution_base`). ``input_shape`` is (C, H, W)."""
     spec = getattr(teacher, "spec", teacher if hasattr(teacher, "family") else None)
     if spec is not None and getattr(spec, "family", None) in families():
+        if recognised is not None and recognised.spec is not None:
+            return spec, f"teacher recognised as {recognised.describe()}"
         return spec, ""
-    from edgedistill.models.mobilenet import NON_ZOO_BASE, MobileNetSpec
+    if recognised is not None and recognised.spec is not None:
+        return recognised.spec, f"teacher recognised as {recognised.describe()}"
+    from edgedistill.models.mobilenet import real_resolution_base
 
-    base = MobileNetSpec(in_channels, num_classes, *NON_ZOO_BASE)
-    note = ("teacher is outside the zoo: candidates come from the zoo's most target-friendly family, "
+    base = real_resolution_base(input_shape[0], num_classes, input_shape[1:])
+    why = f" ({recognised.reason})" if recognised is not None and recognised.reason else ""
+    note = (f"teacher is outside the zoo{why}: candidates come from the zoo's most target-friendly family, "
             f"inverted residuals with depthwise-separable convs (shrunk from {base.describe()}); "
             "weights are not initialised from the teacher")
     return base, note

@@ -44,6 +44,9 @@ class BuildContext:
     rd: RunDir
     rep: Reporter
     warnings: list[str] = field(default_factory=list)
+    # the zoo model the student's weights are sliced from: the teacher itself, or the twin a
+    # recognised teacher was mapped onto (edgedistill.teacher.recognise)
+    seed_teacher: object = None
 
     def warn(self, message: str) -> None:
         """Said loudly now, and kept in the manifest and at the top of both reports."""

@@ -60,7 +60,7 @@ def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
     student, student_model = train_student(
         ctx.rd, f"{tag}/distill", {**inputs, "loss": loss, "assistant_ratio": cfg.assistant_ratio},
         candidate.spec, ctx.data, ctx.train_cfg, ctx.teacher, ctx.weights, rep, label="distill",
-        assistant_ratio=cfg.assistant_ratio, init_from_teacher=cfg.init_from_teacher,
+        assistant_ratio=cfg.assistant_ratio, init_from_teacher=cfg.init_from_teacher, seed_teacher=ctx.seed_teacher,
     )
     qat_names = ", ".join(a.name for a in artifact_specs("qat"))
     rep.stage("quantize", f"quantization-aware fine-tuning ({cfg.qat_epochs} epochs, the build's loss on logits), "

@@ -25,15 +25,14 @@ class FeedbackRound:
     measured_on: str
 
 
-def select_stage(cfg, target, teacher, teacher_params: int, data, rep) -> Selection:
+def select_stage(cfg, target, teacher, teacher_params: int, data, rep, recognised=None) -> Selection:
     from edgedistill.models import family_of
     from edgedistill.select.candidates import select_student, zoo_teacher_spec
 
     rep.stage("select", f"student for {target.name}: >= {cfg.min_compression:g}x smaller, within "
               f"{target.budgets.latency_ms:g} ms, {target.budgets.model_size_kb:g} KB, "
               f"{target.budgets.peak_memory_mb:g} MB")
-    c, _, _ = data.input_shape_nchw
-    teacher_spec, note = zoo_teacher_spec(teacher, c, data.num_classes)
+    teacher_spec, note = zoo_teacher_spec(teacher, data.input_shape_nchw, data.num_classes, recognised)
     if note:
         rep.note(note)
     problem = family_of(teacher_spec).int8_problem if target.precision == "int8" else ""
@@ -51,7 +50,8 @@ def select_stage(cfg, target, teacher, teacher_params: int, data, rep) -> Select
         raise BudgetError(
             f"no student shaped like the teacher meets {target.name}'s budgets; the smallest "
             f"({best.name}, {best.params:,} params) fails: {best.why_not}",
-            hint="raise --max-size-kb / --max-latency-ms or lower --min-compression",
+            hint="raise --max-size-kb / --max-latency-ms, lower --min-compression, or resize the data to a lower "
+                 "resolution (--image-size H W): latency and memory scale with the pixels",
         )
     ch = sel.chosen
     lat = "n/a" if ch.predicted_latency_ms is None else f"{ch.predicted_latency_ms:.4g} ms"

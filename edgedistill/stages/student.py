@@ -55,8 +55,10 @@ def weights_digest(rd: RunDir, tag: str) -> str:
 def train_student(
     rd: RunDir, stage_name: str, inputs: dict, spec, data: ImageDataset, cfg: TrainConfig,
     teacher, weights: LossWeights, rep: Reporter, *, label: str, assistant_ratio: float = float("inf"),
-    init_from_teacher: bool = False,
+    init_from_teacher: bool = False, seed_teacher=None,
 ) -> tuple[StudentResult, torch.nn.Module]:
+    """Distil (or, without a teacher, train) a student of ``spec``. ``seed_teacher``: the zoo model
+    its initial weights are sliced from when ``init_from_teacher`` (default: the teacher)."""
     stage = rd.stage(stage_name, inputs)
     stored = stage.load(files=(WEIGHTS_FILE,))
     if stored is not None:
@@ -73,13 +75,19 @@ def train_student(
     torch.manual_seed(cfg.seed)
     model = create_model(spec)
     same_family = teacher is not None and getattr(getattr(teacher, "spec", None), "family", None) == spec.family
+    seed = seed_teacher if seed_teacher is not None else teacher
     init_report: dict = {}
-    if init_from_teacher and same_family:
+    if init_from_teacher and teacher is not None and getattr(getattr(seed, "spec", None), "family", None) == spec.family:
         from edgedistill.models.init import init_student_from_teacher
 
         # DistilBERT-style head start: evenly spaced blocks, most important channels/heads.
-        init_report = init_student_from_teacher(teacher, model, sample=torch.from_numpy(data.inputs("train")[:512]))
-        rep.note(f"{label}: initialised from the teacher ({init_report.get('criterion', 'see run directory')})")
+        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(data.inputs("train")[:512]))
+        if seed is not teacher:
+            init_report["source"] = "the zoo twin of the recognised teacher (its weights, renamed)"
+        if init_report.get("initialised"):
+            rep.note(f"{label}: initialised from the teacher's weights ({init_report.get('criterion', 'see run directory')})")
+        else:
+            rep.note(f"{label}: not initialised from the teacher: {init_report.get('reason')}")
     assistants: list[str] = []
     ratio = count_parameters(teacher) / count_parameters(model) if teacher is not None else 0.0
     if teacher is not None and ratio > assistant_ratio and same_family:

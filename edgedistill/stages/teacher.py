@@ -29,7 +29,9 @@ class TeacherInfo:
     val_acc: float | None
     source: dict  # provenance, as the manifest records it (free-form, from the loader or the cache)
     cached: bool = False  # the built-in teacher was reused from the cache
-    spec: dict | None = None  # a zoo teacher's spec
+    spec: dict | None = None  # a zoo teacher's spec (a recognised teacher's twin's)
+    # what edgedistill.teacher.recognise made of a teacher from outside the zoo (Recognised.to_dict())
+    structure: dict | None = None
     history: list[dict] = field(default_factory=list)  # training curve of the built-in teacher
 
 
@@ -45,15 +47,24 @@ def load_user_teacher(cfg: BuildConfig):
     return load_teacher(cfg.teacher, Path(cfg.weights) if cfg.weights else None)
 
 
-def user_teacher_module(loaded, data: ImageDataset) -> torch.nn.Module:
-    """The user's teacher, checked against the data. Under torchrun every rank loads its own
-    copy from the same files (a TorchScript or torch.export teacher cannot be sent), and rank 0's
-    training jobs name it rather than send it (:func:`edgedistill.distill.jobs.share`)."""
+def user_teacher_module(loaded, data: ImageDataset):
+    """(the teacher module, what recognition made of it): the user's teacher, checked against the
+    data, or the zoo twin that reproduces it (:mod:`edgedistill.teacher.recognise`). Under
+    torchrun every rank loads its own copy from the same files (a TorchScript or torch.export
+    teacher cannot be sent), and rank 0's training jobs name it rather than send it
+    (:func:`edgedistill.distill.jobs.share`)."""
     from edgedistill.distill import jobs
     from edgedistill.teacher.load import infer_io
+    from edgedistill.teacher.recognise import recognise
 
     infer_io(loaded, data)
-    return jobs.share(shared_teacher_key(loaded), loaded.module.eval())
+    module = loaded.module.eval()
+    recognised = None
+    if getattr(getattr(module, "spec", None), "family", None) is None:
+        recognised = recognise(module, data.input_shape_nchw, data.num_classes)
+        if recognised.exact:
+            module = recognised.twin
+    return jobs.share(shared_teacher_key(loaded), module), recognised
 
 
 def shared_teacher_key(loaded) -> str:
@@ -61,18 +72,22 @@ def shared_teacher_key(loaded) -> str:
     return "teacher:" + stable_hash(loaded.source)
 
 
-def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None) -> tuple[torch.nn.Module, TeacherInfo]:
+def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None):
+    """(teacher module, TeacherInfo, recognition or None)."""
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
     x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     if loaded is not None:
-        module = user_teacher_module(loaded, data)
+        module, recognised = user_teacher_module(loaded, data)
+        if recognised is not None:
+            rep.note(f"teacher: {recognised.describe()}")
         acc = evaluate(module, x_test, y_test)
         val_acc = evaluate(module, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
         rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "
                  f"validation {val_acc:.4f}")
         return module, TeacherInfo(key=stable_hash(loaded.source), params=count_parameters(module), test_acc=acc,
                                    val_acc=val_acc, source=loaded.source,
-                                   spec=spec_to_dict(module.spec) if hasattr(module, "spec") else None)
+                                   spec=spec_to_dict(module.spec) if hasattr(module, "spec") else None,
+                                   structure=recognised.to_dict() if recognised is not None else None), recognised
     from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN, builtin_teacher
 
     teacher_cfg = dataclasses.replace(DEFAULT_TEACHER_TRAIN, epochs=cfg.teacher_epochs, device=cfg.device)
@@ -81,7 +96,7 @@ def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=No
              f"test accuracy {info.test_acc:.4f} ({info.source['cache']})")
     return module, TeacherInfo(key=info.source["key"], params=info.params, test_acc=info.test_acc,
                                val_acc=info.val_acc, source=info.source, cached=info.cached, spec=info.spec,
-                               history=_cached_history(info.source.get("cache")))
+                               history=_cached_history(info.source.get("cache"))), None
 
 
 def _cached_history(cache: str | None) -> list[dict]:
