@@ -1,6 +1,7 @@
 """Calibrate a target's latency model by measuring generated models, and refit it from measurements.
 
-``calibrate(target)`` builds a spread of zoo models (resnet, mobilenet and vit, varied depth and width), exports
+``calibrate(target)`` builds the spread of zoo models (:mod:`edgedistill.hardware.spread`: resnet,
+mobilenet and vit on 1x28x28, and resnet, mobilenet and mbconv on RGB 96-224 px), exports
 each to .tflite (int8 by PT2E post-training quantization, and fp32), benchmarks them with
 ``bench_model(..., "local")`` at the target's thread count, appends every measurement to the
 LatencyStore (with what was measured in ``model``, so the store alone can refit the model later) and fits
@@ -37,44 +38,15 @@ from edgedistill.hardware.latency_model import (
     latency_model_for,
     user_calibration_path,
 )
+from edgedistill.hardware.spread import (  # noqa: F401  (CALIBRATION_INPUT: part of this module's interface)
+    CALIBRATION_INPUT, REAL_RESOLUTION_SIZES, calibration_specs, real_resolution_specs,
+)
 from edgedistill.hardware.targets import Target
 from edgedistill.models import create_model, spec_from_dict, spec_to_dict
-from edgedistill.models.mobilenet import MobileNetSpec
-from edgedistill.models.resnet import ResNetSpec
-from edgedistill.models.vit import ViTSpec
 
-CALIBRATION_INPUT = (1, 28, 28)  # large enough that latencies sit well above timer noise
 MIN_RECORDS_FOR_FULL_REFIT = 2 * len(FEATURES)
 
 log = logging.getLogger(__name__)
-
-
-# --- the spread of models ---------------------------------------------------------------------
-
-
-def calibration_specs(quick: bool = False, in_channels: int = 1, num_classes: int = 10,
-                      image_size: int = CALIBRATION_INPUT[1]) -> list:
-    """Zoo specs of varied family, depth and width (a small spread for ``quick``)."""
-    c, k, s = in_channels, num_classes, image_size
-    if quick:
-        return [ResNetSpec(c, k, (8, 16, 32), (1, 1, 1)), ResNetSpec(c, k, (16, 32, 64), (2, 2, 2)),
-                MobileNetSpec(c, k, (8, 16, 32), (1, 1, 1), 4), ViTSpec(c, k, s, 7, 32, 1, 2)]
-    specs: list = []
-    for base, depths in [(8, (1, 1, 1)), (12, (2, 2, 2)), (16, (1, 1, 1)), (16, (2, 2, 2)), (24, (1, 2, 1)),
-                         (24, (3, 3, 3)), (32, (1, 1, 1)), (32, (2, 2, 2)), (40, (1, 1, 2)), (48, (2, 2, 2)),
-                         (8, (3, 3, 3)), (12, (1, 1, 1)), (20, (2, 1, 1)), (28, (1, 1, 1)), (36, (2, 2, 1)),
-                         (16, (3, 2, 1))]:
-        specs.append(ResNetSpec(c, k, (base, 2 * base, 4 * base), depths))
-    for base, depths, expansion in [(8, (1, 1, 1), 4), (8, (2, 2, 2), 2), (12, (1, 2, 1), 4), (16, (1, 1, 1), 6),
-                                    (16, (2, 2, 2), 4), (20, (1, 1, 2), 2), (24, (1, 1, 1), 4), (24, (2, 2, 2), 6),
-                                    (32, (1, 1, 1), 2), (32, (2, 2, 2), 4), (12, (3, 3, 3), 4), (40, (1, 2, 1), 4),
-                                    (16, (3, 2, 1), 1), (48, (1, 1, 1), 4)]:
-        specs.append(MobileNetSpec(c, k, (base, 2 * base, 4 * base), depths, expansion))
-    for dim, depth, heads, patch in [(32, 1, 2, 7), (32, 2, 2, 4), (48, 2, 4, 4), (64, 1, 4, 4), (64, 2, 4, 4),
-                                     (64, 4, 4, 4), (96, 2, 4, 4), (96, 3, 4, 7), (128, 2, 4, 4), (48, 4, 2, 7),
-                                     (80, 3, 4, 4), (32, 4, 2, 4), (112, 1, 4, 4), (64, 3, 2, 7)]:
-        specs.append(ViTSpec(c, k, s, patch, dim, depth, heads))
-    return specs
 
 
 def spec_hash(spec: Any, input_shape: tuple[int, ...]) -> str:
@@ -124,7 +96,7 @@ def export_for_latency(spec: Any, input_shape: tuple[int, ...], precision: str, 
     raise ValueError(f"calibration exports int8 or fp32, not {precision!r}")
 
 
-def _export_job(args: tuple) -> tuple[str, str, float]:
+def _export_job(args: tuple) -> tuple[str, str, float]:  # (spec dict, input shape, precision, path)
     spec_d, input_shape, precision, path = args
     t0 = time.perf_counter()
     export_for_latency(spec_from_dict(spec_d), tuple(input_shape), precision, Path(path))
@@ -133,8 +105,10 @@ def _export_job(args: tuple) -> tuple[str, str, float]:
 
 def export_all(jobs: list[tuple[Any, str, Path]], input_shape: tuple[int, ...], workers: int = 1,
                progress: Callable[[str], None] | None = None) -> None:
-    """Export every (spec, precision, path) whose file is missing; ``workers`` > 1 uses processes."""
-    todo = [(spec_to_dict(s), list(input_shape), p, str(path)) for s, p, path in jobs if not Path(path).is_file()]
+    """Export every (spec, precision, path[, input shape]) whose file is missing, at the job's own
+    input shape when it has one, else ``input_shape``; ``workers`` > 1 uses processes."""
+    todo = [(spec_to_dict(j[0]), list(j[3] if len(j) > 3 else input_shape), j[1], str(j[2]))
+            for j in jobs if not Path(j[2]).is_file()]
     if not todo:
         return
     if workers <= 1:
@@ -180,24 +154,27 @@ def measured_records(specs: list, input_shape: tuple[int, ...], precisions: tupl
                      *, warmup: int = 30, runs: int = 200, rounds: int = 2, workers: int = 2,
                      store=None, command: str = "", progress: Callable[[str], None] | None = None,
                      model_dir: Path | None = None) -> list[LatencyRecord]:
-    """Export (cached), benchmark and turn each (spec, precision) into a LatencyRecord."""
+    """Export (cached), benchmark and turn each (spec, precision) into a LatencyRecord. ``specs``
+    may hold (spec, input shape) pairs, each then measured at its own shape instead of ``input_shape``."""
     from edgedistill.paths import cache_dir
 
     model_dir = model_dir or cache_dir() / "calibration_models"
-    jobs = [(s, p, model_dir / f"{s.family}-{spec_hash(s, input_shape)}-{p}.tflite") for s in specs for p in precisions]
+    pairs = [s if isinstance(s, tuple) else (s, tuple(input_shape)) for s in specs]
+    jobs = [(s, p, model_dir / f"{s.family}-{spec_hash(s, shape)}-{p}.tflite", shape) for s, shape in pairs
+            for p in precisions]
     export_all(jobs, input_shape, workers=workers, progress=progress)
     records = []
-    for spec, precision, path in jobs:
+    for spec, precision, path, shape in jobs:
         m = measure(path, threads, warmup, runs, rounds)
-        m.model = MeasuredModel(spec=spec_to_dict(spec), input_shape=list(input_shape), precision=precision)
+        m.model = MeasuredModel(spec=spec_to_dict(spec), input_shape=list(shape), precision=precision)
         m.extra.update({"purpose": "latency-model calibration", "command": command})
         if store is not None:
             store.append(m)
         name = spec.describe() if hasattr(spec, "describe") else str(spec)
-        records.append(LatencyRecord.from_model(spec, input_shape, precision, threads, m.median_ms, name,
+        records.append(LatencyRecord.from_model(spec, shape, precision, threads, m.median_ms, name,
                                                 f"measured: {command}" if command else "measured"))
         if progress:
-            progress(f"{precision:<4} {name:<28} {m.median_ms * 1000:9.1f} us")
+            progress(f"{precision:<4} {name:<28} {'x'.join(map(str, shape)):>9} {m.median_ms * 1000:9.1f} us")
     return records
 
 
@@ -226,15 +203,16 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
     started = time.perf_counter()
     store = store if store is not None else LatencyStore()
     command = f"edgedistill calibrate --target {target.name}" + (" --quick" if quick else "")
-    specs = calibration_specs(quick)
+    specs = calibration_specs(quick) + ([] if quick else real_resolution_specs())
     records = measured_records(specs, CALIBRATION_INPUT, precisions, target.threads, warmup=warmup, runs=runs,
                                workers=workers, store=store, command=command, progress=progress)
     model = LatencyModel(target.name, target.runtime, target.threads).fit(records)
     model.sources = [{
         "kind": "measured",
-        "what": f"{len(records)} benchmarks ({len(specs)} generated resnet/mobilenet/vit models x {', '.join(precisions)}), "
-                f"median of {runs} runs after {warmup} warm-up, best of 2 rounds, threads={target.threads}, "
-                f"batch 1, input {CALIBRATION_INPUT}",
+        "what": f"{len(records)} benchmarks ({len(specs)} generated resnet/mobilenet/mbconv/vit models x "
+                f"{', '.join(precisions)}), median of {runs} runs after {warmup} warm-up, best of 2 rounds, "
+                f"threads={target.threads}, batch 1, input {CALIBRATION_INPUT}"
+                + ("" if quick else f" and RGB {'/'.join(map(str, REAL_RESOLUTION_SIZES))} px"),
         "command": command,
         "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "date": time.strftime("%Y-%m-%d"),
@@ -332,26 +310,36 @@ MOBILENET_V2_MACS = 300e6
 
 def derive_latency_model(host: LatencyModel, target: Target, fp32_ms_per_mac: float, int8_over_fp32: float,
                          citations: list[dict], reasoning: str) -> LatencyModel:
-    """A target's model as the host's, scaled so that its per-MAC conv cost matches a published figure.
+    """A target's model as the host's, scaled so that it predicts the published MobileNet v2 1.0
+    latency (224x224 RGB, :data:`MOBILENET_V2_MACS` x the device's ms per MAC) for that model.
 
-    Every host coefficient of a precision is multiplied by (device ms per MAC) / (host ms per conv
-    MAC) of that precision, so overheads scale with the core's speed too. The coefficients stand
-    for the target's own thread count (the published figure's). A scaled estimate: replace it by
-    measuring on the device (`edgedistill bench` then ``refit_from_measurement``).
+    Every host coefficient of a precision is multiplied by (published ms) / (the host model's
+    prediction for MobileNet v2 at 224 px) of that precision: the whole model is the anchor, not its
+    conv MACs alone, because at 224 px depthwise convs and the bytes moved are a large share of the
+    time (scaling by the conv MAC cost alone predicted 2-3x the published figure). Overheads scale
+    with the core's speed too. The coefficients stand for the target's own thread count (the
+    published figure's). A scaled estimate: replace it by measuring on the device (`edgedistill
+    bench` then ``refit_from_measurement``).
     """
+    from edgedistill.hardware.cost import model_cost
+    from edgedistill.models.mobilenet import real_resolution_base
+
+    anchor = model_cost(real_resolution_base(3, 1000, (224, 224)), (3, 224, 224))
     coefficients = {}
     scales = {}
     for precision, device_per_mac in (("fp32", fp32_ms_per_mac), ("int8", fp32_ms_per_mac * int8_over_fp32)):
         host_coef = host.coefficients[precision]
-        s = device_per_mac / host_coef["conv_macs"]
+        host_ms = host.with_scale(1.0).predict_features(anchor.features(precision), precision, host.threads)
+        s = device_per_mac * MOBILENET_V2_MACS / host_ms
         scales[precision] = s
         coefficients[precision] = {f: v * s for f, v in host_coef.items()}
     return LatencyModel(
         target=target.name, runtime=target.runtime, threads=target.threads, coefficients=coefficients,
         sources=[{
             "kind": "derived",
-            "what": reasoning + f" Host coefficients scaled by {scales['fp32']:.3g} (fp32) and "
-                    f"{scales['int8']:.3g} (int8). A scaled estimate, not a measurement.",
+            "what": reasoning + " Host coefficients scaled so the host model's MobileNet v2 1.0 at 224x224 takes "
+                    f"the published time: by {scales['fp32']:.3g} (fp32) and {scales['int8']:.3g} (int8). "
+                    "A scaled estimate, not a measurement.",
             "reasoning": reasoning,  # on its own, so the file can be derived again from a new host model
             "device_ms_per_mac": {"fp32": fp32_ms_per_mac, "int8": fp32_ms_per_mac * int8_over_fp32},
             "int8_over_fp32": int8_over_fp32,

@@ -45,12 +45,13 @@ class LatencyRecord:
     measured_ms: float
     name: str = ""
     source: str = ""
+    input_shape: list = field(default_factory=list)  # (C, H, W) of what was measured, when known
 
     @classmethod
     def from_model(cls, spec_or_model: Any, input_shape: tuple[int, ...], precision: str, threads: int,
                    measured_ms: float, name: str = "", source: str = "") -> "LatencyRecord":
         feats = model_cost(spec_or_model, input_shape).features(precision)
-        return cls(feats, precision, threads, float(measured_ms), name, source)
+        return cls(feats, precision, threads, float(measured_ms), name, source, list(input_shape))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

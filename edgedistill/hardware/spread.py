@@ -1,0 +1,76 @@
+"""The spread of generated models calibration measures: varied family, depth, width and input size.
+
+Two parts: the small-image spread (resnet, mobilenet and vit on 1x28x28, large enough that
+latencies sit well above timer noise) and the real-resolution one (resnet, mobilenet and mbconv on
+RGB 96/160/224 px, each family in its layout for that size), so that the latency model is fitted
+where the students it ranks live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from edgedistill.models.mobilenet import MobileNetSpec
+from edgedistill.models.resnet import ResNetSpec
+from edgedistill.models.vit import ViTSpec
+
+CALIBRATION_INPUT = (1, 28, 28)  # large enough that latencies sit well above timer noise
+# The real-resolution spread: RGB inputs of the sizes mobile apps feed, each family in its layout
+# for that size (edgedistill.models.staged.layout_for), at the widths students are chosen at.
+REAL_RESOLUTION_SIZES = (96, 160, 224)
+REAL_RESOLUTION_WIDTHS = (0.5, 0.25)
+
+
+def calibration_specs(quick: bool = False, in_channels: int = 1, num_classes: int = 10,
+                      image_size: int = CALIBRATION_INPUT[1]) -> list:
+    """Zoo specs of varied family, depth and width (a small spread for ``quick``)."""
+    c, k, s = in_channels, num_classes, image_size
+    if quick:
+        return [ResNetSpec(c, k, (8, 16, 32), (1, 1, 1)), ResNetSpec(c, k, (16, 32, 64), (2, 2, 2)),
+                MobileNetSpec(c, k, (8, 16, 32), (1, 1, 1), 4), ViTSpec(c, k, s, 7, 32, 1, 2)]
+    specs: list = []
+    for base, depths in [(8, (1, 1, 1)), (12, (2, 2, 2)), (16, (1, 1, 1)), (16, (2, 2, 2)), (24, (1, 2, 1)),
+                         (24, (3, 3, 3)), (32, (1, 1, 1)), (32, (2, 2, 2)), (40, (1, 1, 2)), (48, (2, 2, 2)),
+                         (8, (3, 3, 3)), (12, (1, 1, 1)), (20, (2, 1, 1)), (28, (1, 1, 1)), (36, (2, 2, 1)),
+                         (16, (3, 2, 1))]:
+        specs.append(ResNetSpec(c, k, (base, 2 * base, 4 * base), depths))
+    for base, depths, expansion in [(8, (1, 1, 1), 4), (8, (2, 2, 2), 2), (12, (1, 2, 1), 4), (16, (1, 1, 1), 6),
+                                    (16, (2, 2, 2), 4), (20, (1, 1, 2), 2), (24, (1, 1, 1), 4), (24, (2, 2, 2), 6),
+                                    (32, (1, 1, 1), 2), (32, (2, 2, 2), 4), (12, (3, 3, 3), 4), (40, (1, 2, 1), 4),
+                                    (16, (3, 2, 1), 1), (48, (1, 1, 1), 4)]:
+        specs.append(MobileNetSpec(c, k, (base, 2 * base, 4 * base), depths, expansion))
+    for dim, depth, heads, patch in [(32, 1, 2, 7), (32, 2, 2, 4), (48, 2, 4, 4), (64, 1, 4, 4), (64, 2, 4, 4),
+                                     (64, 4, 4, 4), (96, 2, 4, 4), (96, 3, 4, 7), (128, 2, 4, 4), (48, 4, 2, 7),
+                                     (80, 3, 4, 4), (32, 4, 2, 4), (112, 1, 4, 4), (64, 3, 2, 7)]:
+        specs.append(ViTSpec(c, k, s, patch, dim, depth, heads))
+    return specs
+
+
+def real_resolution_specs(num_classes: int = 10) -> list[tuple[Any, tuple[int, int, int]]]:
+    """(spec, input shape) pairs of the real-resolution spread: at each of
+    :data:`REAL_RESOLUTION_SIZES`, the built-in teacher's residual layout, MobileNetV2's and
+    EfficientNet-Lite0's, each at :data:`REAL_RESOLUTION_WIDTHS` of its width (stem, stages and
+    head conv in proportion) and, at half width, also one block per stage: 27 models."""
+    from edgedistill.models.mbconv import MBConvSpec
+    from edgedistill.models.mobilenet import real_resolution_base
+    from edgedistill.models.staged import layout_for
+    from edgedistill.teacher.builtin import default_teacher_spec
+
+    out = []
+    for size in REAL_RESOLUTION_SIZES:
+        shape = (3, size, size)
+        lite = MBConvSpec(3, num_classes)
+        lite = dataclasses.replace(lite, **layout_for((size, size), len(lite.widths), lite.strides))
+        for base in (default_teacher_spec(shape, num_classes), real_resolution_base(3, num_classes, (size, size)), lite):
+            for m in REAL_RESOLUTION_WIDTHS:
+                out.append((_scaled(base, m), shape))
+            out.append((dataclasses.replace(_scaled(base, 0.5), depths=(1,) * len(base.depths)), shape))
+    return out
+
+
+def _scaled(spec, m: float):
+    from edgedistill.models.base import round_width
+
+    extra = {k: round_width(getattr(spec, k) * m) for k in ("stem_width", "head_width") if getattr(spec, k)}
+    return dataclasses.replace(spec, widths=tuple(round_width(w * m) for w in spec.widths), **extra)
