@@ -170,3 +170,9 @@ def test_real_resolution_students_export_fully_integer_with_a_dynamic_batch(rgb6
     assert report.input["dtype"] == "int8" and report.output["dtype"] == "int8"
     assert report.input["shape"][1:] == [64, 64, 3] and report.input["batch"] == "dynamic"  # NHWC, any batch
     assert np.isfinite(report.max_abs_logit_diff) and report.agreement >= 0.9, report.problems
+
+
+def test_a_torchscript_resnet_is_not_read_and_says_how_to_keep_its_structure():
+    scripted = torch.jit.script(resnet18(num_classes=10).eval())
+    r = recognise(scripted, (3, 64, 64), 10)
+    assert r.spec is None and "TorchScript" in r.reason and "FILE.py:FUNCTION" in r.reason

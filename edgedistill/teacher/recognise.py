@@ -74,6 +74,9 @@ class Recognised:
 
 def recognise(teacher: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> Recognised:
     """Map ``teacher`` onto a zoo family (see the module docstring); ``input_shape`` is (C, H, W)."""
+    if isinstance(teacher, torch.jit.ScriptModule):
+        return Recognised("", reason="a TorchScript module, whose layers are not nn modules to read; pass the "
+                                     "factory and its weights (FILE.py:FUNCTION --weights) to keep its structure")
     for layout, reader in _READERS:
         try:
             found = reader(teacher, input_shape[0], num_classes)
@@ -81,6 +84,8 @@ def recognise(teacher: nn.Module, input_shape: tuple[int, int, int], num_classes
             continue
         except _Unsupported as err:
             return Recognised("", reason=f"{layout}: {err}")
+        except (AttributeError, TypeError, IndexError, ValueError) as err:  # the names fit, the shapes do not
+            return Recognised("", reason=f"{layout}: its modules do not read as one ({type(err).__name__}: {err})")
         spec, state, bn_eps = found
         from edgedistill.models import create_model
 
@@ -88,7 +93,10 @@ def recognise(teacher: nn.Module, input_shape: tuple[int, int, int], num_classes
         for bn in twin.modules():  # a module attribute, not a weight: the twin computes as the teacher does
             if isinstance(bn, nn.BatchNorm2d):
                 bn.eps = bn_eps
-        missing, unexpected = twin.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = twin.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # a tensor of another shape than the layout read implies
+            return Recognised("", reason=f"{layout}: weights do not map ({str(err).splitlines()[-1].strip()})")
         if missing or unexpected:
             return Recognised("", reason=f"{layout}: weights do not map ({len(missing)} missing, "
                                          f"{len(unexpected)} unexpected, e.g. {(missing or unexpected)[0]})")
