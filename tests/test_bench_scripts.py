@@ -28,3 +28,17 @@ def test_bench_distill_json_has_the_promised_rows(family, methods):
     assert distilled["seeds"] == 2 and "diff_vs_scratch" in distilled and "seeds_won" in distilled
     teacher, student = rows[0]["params"], distilled["params"]
     assert teacher >= 30 * student  # the capacity gap the issue asks the table to have
+
+
+def test_bench_scale_times_each_stage_and_the_peak_memory_of_a_real_build(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_scale.py"), "--sizes", "40", "--images", "200", "--epochs", "1",
+         "--data-root", str(tmp_path / "data"), "--json"],
+        capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (row,) = json.loads(proc.stdout)["rows"]
+    assert (row["size"], row["images"]) == (40, 200) and row["exit_code"] in (0, 3), row
+    assert {"data", "teacher", "select", "distill", "quantize", "export"} <= set(row["stages_s"]), row
+    assert row["train_images"] > 100 and row["distill_images_per_s"] > 0
+    assert 0.2 < row["peak_rss_gb"] < 8 and not row["out_of_memory"]

@@ -77,9 +77,7 @@ def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=No
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
     x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     if loaded is not None:
-        module, recognised = user_teacher_module(loaded, data)
-        if recognised is not None:
-            rep.note(f"teacher: {recognised.describe()}")
+        module, recognised = user_teacher_module(loaded, data)  # the select stage says what was recognised
         acc = evaluate(module, x_test, y_test)
         val_acc = evaluate(module, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
         rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""What a build costs as images grow: wall time per stage, distillation throughput and peak RSS.
+
+For each input size and image count, writes (once, cached) a tinted-RGB digits ImageFolder of that
+size (``scripts/make_imagefolder.py --rgb``) and runs one short ``edgedistill build`` on it with
+the built-in teacher, in a fresh run directory, under a memory cap. Prints one row per build:
+
+- wall time of each stage, from the build's own progress lines (timestamped as they arrive);
+- distillation throughput: training images x epochs / distill stage seconds (the teacher's
+  outputs included: computed once and cached, or online with ``--augment``);
+- the build's peak RSS (``wait4``'s ``ru_maxrss`` of the build process alone);
+- its exit code: a build that ran past the memory cap is reported as such, not retried.
+
+    python scripts/bench_scale.py [--sizes 96 160 224] [--images 2000 20000] [--epochs 1]
+                                  [--memory-cap-gb 20] [--json]
+
+The teacher is trained for ``--teacher-epochs`` only, so it (and the student) can be near chance
+and the build may stop at verification (exit 3): the figures are about cost, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STAGE = re.compile(r"^\s{0,9}(data|teacher|select|distill|quantize|export|verify|bench|scratch|gates|bundle)\s")
+TRAIN_COUNT = re.compile(r": (\d+) train / (\d+) val / (\d+) test")
+
+
+def dataset(root: Path, size: int, n: int) -> Path:
+    """A cached ImageFolder of ``n`` tinted digits at ``size`` px (written once, then reused)."""
+    out = root / f"rgb{size}-{n}"
+    if (out / ".complete").is_file():
+        return out
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_imagefolder import make_imagefolder
+
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    make_imagefolder(out, n=n, size=size, seed=0, rgb=True)
+    (out / ".complete").touch()
+    return out
+
+
+def run_build(data: Path, work: Path, args) -> dict:
+    cmd = [sys.executable, "-m", "edgedistill", "build", "--data", str(data), "--target", args.target,
+           "--epochs", str(args.epochs), "--teacher-epochs", str(args.teacher_epochs), "--qat-epochs", "1",
+           "--no-scratch", "--bench-runs", "5", "--out", str(work / "dist"), "--run-dir", str(work / "run")]
+    cap = int(args.memory_cap_gb * 2**30)
+
+    def limit() -> None:  # in the child: allocations past the cap fail instead of swapping the machine
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    env = {**os.environ, "EDGEDISTILL_CACHE": str(work / "cache"), "EDGEDISTILL_PROGRESS_INTERVAL": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=limit)
+    marks: list[tuple[str, float]] = []
+    train = None
+    tail: list[str] = []
+    for line in proc.stderr:
+        now = time.perf_counter() - start
+        m = STAGE.match(line)
+        if m:
+            marks.append((m.group(1), now))
+        c = TRAIN_COUNT.search(line)
+        if c and train is None:
+            train = int(c.group(1))
+        tail = (tail + [line.rstrip()])[-12:]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    stages: dict[str, float] = {}
+    for (name, t0), (_, t1) in zip(marks, marks[1:] + [("end", wall)]):
+        stages[name] = stages.get(name, 0.0) + t1 - t0
+    out_of_memory = code != 0 and any("MemoryError" in l or "Cannot allocate memory" in l or "std::bad_alloc" in l
+                                      for l in tail)
+    distill = stages.get("distill")
+    return {
+        "exit_code": code, "wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in stages.items()},
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "train_images": train,
+        "distill_images_per_s": round(train * args.epochs / distill, 1) if train and distill else None,
+        "out_of_memory": out_of_memory, "tail": tail if code not in (0, 3) else [],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[96, 160, 224])
+    ap.add_argument("--images", type=int, nargs="+", default=[2000, 20000])
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--teacher-epochs", type=int, default=1)
+    ap.add_argument("--target", default="android-arm64")
+    ap.add_argument("--memory-cap-gb", type=float, default=20.0)
+    ap.add_argument("--data-root", type=Path, default=Path.home() / ".cache" / "edgedistill" / "bench_scale")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    for size in args.sizes:
+        for n in args.images:
+            data = dataset(args.data_root, size, n)
+            with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
+                r = run_build(data, Path(tmp), args)
+            rows.append({"size": size, "images": n, **r})
+            if not args.json:
+                s = r["stages_s"]
+                print(f"{size:>4} px {n:>6} images: exit {r['exit_code']}{' (memory cap)' if r['out_of_memory'] else ''}, "
+                      f"wall {r['wall_s']:.0f} s, peak RSS {r['peak_rss_gb']:.2f} GB, distill "
+                      f"{r['distill_images_per_s'] or '-'} images/s; stages: "
+                      + ", ".join(f"{k} {v:.0f}s" for k, v in s.items()), flush=True)
+                for line in r["tail"]:
+                    print(f"      {line}")
+    if args.json:
+        print(json.dumps({"epochs": args.epochs, "memory_cap_gb": args.memory_cap_gb, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
