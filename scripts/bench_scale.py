@@ -105,21 +105,24 @@ def main() -> int:
     ap.add_argument("--data-root", type=Path, default=Path.home() / ".cache" / "edgedistill" / "bench_scale")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgedistill.streams import stdout_to_stderr
+
     rows = []
-    for size in args.sizes:
-        for n in args.images:
-            data = dataset(args.data_root, size, n)
-            with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
-                r = run_build(data, Path(tmp), args)
-            rows.append({"size": size, "images": n, **r})
-            if not args.json:
-                s = r["stages_s"]
-                print(f"{size:>4} px {n:>6} images: exit {r['exit_code']}{' (memory cap)' if r['out_of_memory'] else ''}, "
-                      f"wall {r['wall_s']:.0f} s, peak RSS {r['peak_rss_gb']:.2f} GB, distill "
-                      f"{r['distill_images_per_s'] or '-'} images/s; stages: "
-                      + ", ".join(f"{k} {v:.0f}s" for k, v in s.items()), flush=True)
-                for line in r["tail"]:
-                    print(f"      {line}")
+    with stdout_to_stderr(args.json):  # with --json, stdout carries the JSON alone
+        for size in args.sizes:
+            for n in args.images:
+                data = dataset(args.data_root, size, n)
+                with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
+                    r = run_build(data, Path(tmp), args)
+                rows.append({"size": size, "images": n, **r})
+                if not args.json:
+                    print(f"{size:>4} px {n:>6} images: exit {r['exit_code']}"
+                          f"{' (memory cap)' if r['out_of_memory'] else ''}, wall {r['wall_s']:.0f} s, peak RSS "
+                          f"{r['peak_rss_gb']:.2f} GB, distill {r['distill_images_per_s'] or '-'} images/s; stages: "
+                          + ", ".join(f"{k} {v:.0f}s" for k, v in r["stages_s"].items()), flush=True)
+                    for line in r["tail"]:
+                        print(f"      {line}")
     if args.json:
         print(json.dumps({"epochs": args.epochs, "memory_cap_gb": args.memory_cap_gb, "rows": rows}, indent=2))
     return 0
