@@ -54,7 +54,7 @@ def real_resolution_specs(num_classes: int = 10) -> list[tuple[Any, tuple[int, i
     head conv in proportion) and, at half width, also one block per stage: 27 models."""
     from edgedistill.models.mbconv import MBConvSpec
     from edgedistill.models.mobilenet import real_resolution_base
-    from edgedistill.models.staged import layout_for
+    from edgedistill.models.staged import layout_for, scaled_widths
     from edgedistill.teacher.builtin import default_teacher_spec
 
     out = []
@@ -64,13 +64,6 @@ def real_resolution_specs(num_classes: int = 10) -> list[tuple[Any, tuple[int, i
         lite = dataclasses.replace(lite, **layout_for((size, size), len(lite.widths), lite.strides))
         for base in (default_teacher_spec(shape, num_classes), real_resolution_base(3, num_classes, (size, size)), lite):
             for m in REAL_RESOLUTION_WIDTHS:
-                out.append((_scaled(base, m), shape))
-            out.append((dataclasses.replace(_scaled(base, 0.5), depths=(1,) * len(base.depths)), shape))
+                out.append((scaled_widths(base, m), shape))
+            out.append((dataclasses.replace(scaled_widths(base, 0.5), depths=(1,) * len(base.depths)), shape))
     return out
-
-
-def _scaled(spec, m: float):
-    from edgedistill.models.base import round_width
-
-    extra = {k: round_width(getattr(spec, k) * m) for k in ("stem_width", "head_width") if getattr(spec, k)}
-    return dataclasses.replace(spec, widths=tuple(round_width(w * m) for w in spec.widths), **extra)

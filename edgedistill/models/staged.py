@@ -204,13 +204,14 @@ def shrink_staged(spec) -> list:
         tuple(max(1, d // 2) for d in spec.depths),
         tuple(1 for _ in spec.depths),
     }
-    specs = []
-    for depths in sorted(depth_options, reverse=True):
-        for m in WIDTH_MULTIPLIERS:
-            widths = tuple(round_width(w * m) for w in spec.widths)
-            scaled = {k: round_width(getattr(spec, k) * m) for k in ("stem_width", "head_width") if getattr(spec, k)}
-            specs.append(dataclasses.replace(spec, widths=widths, depths=depths, **scaled))
-    return specs
+    return [dataclasses.replace(scaled_widths(spec, m), depths=depths)
+            for depths in sorted(depth_options, reverse=True) for m in WIDTH_MULTIPLIERS]
+
+
+def scaled_widths(spec, m: float):
+    """``spec`` at ``m`` times its width: the stages, the stem and the head conv in proportion."""
+    extra = {k: round_width(getattr(spec, k) * m) for k in ("stem_width", "head_width") if getattr(spec, k)}
+    return dataclasses.replace(spec, widths=tuple(round_width(w * m) for w in spec.widths), **extra)
 
 
 def between_staged(s, t, alpha: float):
