@@ -32,6 +32,7 @@ class BuildConfig:
     image_size: list[int] = field(default_factory=list)
     channels: int | None = None  # 1 or 3 converts the images to grayscale / RGB; None keeps what they are
     strict: bool = False
+    decoded_cache: bool = True  # an ImageFolder's decoded images on disk (cache folder), not in memory
     # training
     loss: str = ""  # empty: the default recipe's loss (edgedistill/distill/recipe.py)
     teacher_epochs: int = 30

@@ -42,7 +42,7 @@ def main() -> int:
         from safetensors.torch import save_file
 
         from edgedistill.data.load import load_dataset
-        from edgedistill.distill.trainer import TrainConfig, evaluate, train
+        from edgedistill.distill.trainer import TrainConfig, evaluate_split, train
         from example_teacher import build as build_teacher
         from make_imagefolder import make_imagefolder
 
@@ -59,7 +59,7 @@ def main() -> int:
             teacher = build_teacher()
             t0 = time.perf_counter()
             train(teacher, data, TrainConfig(epochs=args.teacher_epochs, augment=False))
-            acc = evaluate(teacher, torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels))
+            acc = evaluate_split(teacher, data, "test")
             save_file(teacher.state_dict(), str(weights))
             print(f"teacher trained in {time.perf_counter() - t0:.0f}s, test accuracy {acc:.4f}", file=sys.stderr)
 

@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser):
     t_cfg = fam["teacher"]
     if args.teacher_epochs is not None:
         t_cfg = dataclasses.replace(t_cfg, epochs=args.teacher_epochs)
-    x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
+    x_test, y_test = torch.from_numpy(data.batch("test", slice(None))), torch.from_numpy(data.test.labels)
 
     say(f"digits: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, {torch.get_num_threads()} threads")
     say(f"teacher {t_spec.describe()}: {p_t:,} params | student {s_spec.describe()}: {p_s:,} params "
@@ -141,7 +141,7 @@ def _run(args: argparse.Namespace, ap: argparse.ArgumentParser):
             w = method_weights(method, weights)
             if (w is not None and method != "assistant" and args.init_from_teacher) or method == "init":
                 # As the build does: the distilled student starts from the teacher's weights.
-                init_student_from_teacher(teacher, student, sample=torch.from_numpy(data.inputs("train")[:512]))
+                init_student_from_teacher(teacher, student, sample=torch.from_numpy(data.batch("train", slice(0, 512))))
             t0 = time.perf_counter()
             if method == "assistant":
                 distill_chain(teacher, student, data, run_cfg, w, assistants=chain_specs, label="assistant")

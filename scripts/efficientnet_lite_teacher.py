@@ -45,11 +45,11 @@ def finetune(data_path: Path, size: int, epochs: int, out: Path, batch_size: int
     from safetensors.torch import save_file
 
     from edgedistill.data.load import load_dataset
-    from edgedistill.distill.trainer import evaluate
+    from edgedistill.distill.trainer import evaluate_split
 
     data = load_dataset(data_path, image_size=(size, size), channels=3)
     model = build(data.num_classes)
-    x, y = torch.from_numpy(data.inputs("train")), torch.from_numpy(data.train.labels).long()
+    x, y = torch.from_numpy(data.batch("train", slice(None))), torch.from_numpy(data.train.labels).long()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * -(-len(x) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -65,12 +65,12 @@ def finetune(data_path: Path, size: int, epochs: int, out: Path, batch_size: int
             loss.backward()
             opt.step()
             sched.step()
-        val = evaluate(model.eval(), torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
+        val = evaluate_split(model.eval(), data, "val")
         print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, val accuracy {val:.4f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
-    test = evaluate(model.eval(), torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels))
+    test = evaluate_split(model.eval(), data, "test")
     return {"val_accuracy": val, "test_accuracy": test, "seconds": time.perf_counter() - t0}
 
 

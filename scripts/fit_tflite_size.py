@@ -34,7 +34,7 @@ def main() -> int:
     from edgedistill.select.candidates import size_features
 
     data = load_digits_dataset()
-    x = torch.from_numpy(data.inputs("train"))
+    x = torch.from_numpy(data.batch("train", slice(None)))
     specs = [ResNetSpec(1, 10, w, d) for w, d in [
         ((4, 8, 16), (1, 1, 1)), ((8, 16, 32), (1, 1, 1)), ((8, 16, 32), (2, 2, 2)),
         ((12, 24, 48), (1, 1, 1)), ((16, 32, 64), (2, 2, 2)), ((8, 12, 24), (2, 2, 2))]]

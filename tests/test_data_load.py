@@ -70,7 +70,7 @@ def test_preprocessing_is_uint8_scaling_and_train_statistics_per_channel(tmp_pat
     assert data.preprocessing.pixel_scale == pytest.approx(1 / 255)
     np.testing.assert_allclose(data.preprocessing.mean, scaled.mean(axis=(0, 1, 2)), atol=1e-6)
     np.testing.assert_allclose(data.preprocessing.std, scaled.std(axis=(0, 1, 2)), atol=1e-6)
-    inputs = data.inputs("train")
+    inputs = data.batch("train", slice(None))
     assert inputs.shape == (len(data.train), 3, 8, 8)
     np.testing.assert_allclose(inputs.mean(axis=(0, 2, 3)), 0, atol=1e-4)
 
@@ -294,8 +294,8 @@ def test_make_imagefolder_writes_a_learnable_train_test_tree(tmp_path):
     assert data.image_shape == (20, 20, 1)
     # Learnable: even 1-nearest-neighbour on raw pixels is far above chance (10%), without any
     # test image made from a digit a train image came from.
-    train = data.inputs("train").reshape(len(data.train), -1)
-    test = data.inputs("test").reshape(len(data.test), -1)
+    train = data.batch("train", slice(None)).reshape(len(data.train), -1)
+    test = data.batch("test", slice(None)).reshape(len(data.test), -1)
     distances = (test**2).sum(1)[:, None] - 2 * test @ train.T + (train**2).sum(1)[None]
     predicted = data.train.labels[distances.argmin(1)]
     assert (predicted == data.test.labels).mean() > 0.3

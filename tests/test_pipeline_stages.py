@@ -33,7 +33,7 @@ def test_digits_split_is_fixed_stratified_and_disjoint(digits):
 
 
 def test_preprocessing_maps_raw_pixels_to_normalised_nchw(digits):
-    x = digits.inputs("train")
+    x = digits.batch("train", slice(None))
     assert x.shape == (len(digits.train), 1, 8, 8) and x.dtype == np.float32
     assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.05
     pre = digits.preprocessing
@@ -105,15 +105,15 @@ def qat_artifacts(digits, tmp_path_factory):
     torch.manual_seed(0)
     student = create_model(ResNetSpec(1, 10, (4, 8, 16), (1, 1, 1)))
     train(student, digits, TrainConfig(epochs=10))  # decisive logits: near-ties flip between kernels
-    x = torch.from_numpy(digits.inputs("train"))
+    x = torch.from_numpy(digits.batch("train", slice(None)))
     converted, quantizer, result = qat_finetune(student, digits, None, QATConfig(epochs=1))
     export_tflite_int8(converted, quantizer, x[:4], out / "int8.tflite")
     export_tflite_fp32(student, x[:4], out / "fp32.tflite")
     export_onnx_fp32(student, x[:4], out / "fp32.onnx")
-    quantize_onnx_int8(out / "fp32.onnx", digits.inputs("train")[:64], out / "int8.onnx")
+    quantize_onnx_int8(out / "fp32.onnx", digits.batch("train", slice(None))[:64], out / "int8.onnx")
     with torch.no_grad():
-        ref_int8 = converted(torch.from_numpy(digits.inputs("test"))).numpy()
-        ref_fp32 = student.eval()(torch.from_numpy(digits.inputs("test"))).numpy()
+        ref_int8 = converted(torch.from_numpy(digits.batch("test", slice(None)))).numpy()
+        ref_fp32 = student.eval()(torch.from_numpy(digits.batch("test", slice(None)))).numpy()
     return out, ref_int8, ref_fp32, result
 
 
@@ -193,7 +193,7 @@ def test_qat_leaves_the_float_student_untouched(digits):
 def test_model_inputs_have_canonical_strides_even_for_one_channel(digits):
     """A transposed one-channel view counts as contiguous to numpy but keeps an odd stride on the
     channel axis, which crashed torch's CPU convolution backward (heap corruption, 28x28 data)."""
-    x = digits.inputs("train")
+    x = digits.batch("train", slice(None))
     n, c, h, w = x.shape
     assert x.flags["OWNDATA"]
     assert x.strides == (c * h * w * 4, h * w * 4, w * 4, 4)

@@ -74,7 +74,7 @@ def small_digits():
 
 def test_qat_result_records_the_loss_it_used_and_what_it_dropped(small_digits):
     student, teacher = _resnet(), _resnet((8, 16), seed=1)
-    t_logits = teacher.eval()(torch.from_numpy(small_digits.inputs("train"))).detach()
+    t_logits = teacher.eval()(torch.from_numpy(small_digits.batch("train", slice(None)))).detach()
     w = LossWeights(ce=0.5, kd=0.5, hint=1.0, temperature=3.0)
     _, _, result = qat_finetune(student, small_digits, t_logits, QATConfig(epochs=1), w, teacher=teacher)
     assert result.loss_used == "ce=0.5,kd=0.5,T=3.0"

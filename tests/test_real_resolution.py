@@ -162,10 +162,10 @@ def test_real_resolution_students_export_fully_integer_with_a_dynamic_batch(rgb6
     torch.manual_seed(0)
     student = create_model(spec)
     converted, quantizer, _ = qat_finetune(student, rgb64, None, QATConfig(epochs=1))
-    x = torch.from_numpy(rgb64.inputs("train"))
+    x = torch.from_numpy(rgb64.batch("train", slice(None)))
     export_tflite_int8(converted, quantizer, x[:4], tmp_path / "int8.tflite")
     with torch.no_grad():
-        ref = converted(torch.from_numpy(rgb64.inputs("test"))).numpy()
+        ref = converted(torch.from_numpy(rgb64.batch("test", slice(None)))).numpy()
     report = verify_file(tmp_path / "int8.tflite", "int8", rgb64, ref, "qat", 0.0)
     assert report.input["dtype"] == "int8" and report.output["dtype"] == "int8"
     assert report.input["shape"][1:] == [64, 64, 3] and report.input["batch"] == "dynamic"  # NHWC, any batch

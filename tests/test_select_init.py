@@ -88,8 +88,8 @@ def test_an_initialised_student_starts_far_better_than_a_random_one_on_digits():
 
     torch.manual_seed(0)
     data = load_digits_dataset(seed=0)
-    x, y = torch.from_numpy(data.inputs("train")), torch.from_numpy(data.train.labels).long()
-    xt, yt = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels).long()
+    x, y = torch.from_numpy(data.batch("train", slice(None))), torch.from_numpy(data.train.labels).long()
+    xt, yt = torch.from_numpy(data.batch("test", slice(None))), torch.from_numpy(data.test.labels).long()
     teacher = create_model(ResNetSpec(1, 10, (16, 32, 64), (1, 1, 1)))
     opt = torch.optim.Adam(teacher.parameters(), 3e-3)
     for _ in range(4):

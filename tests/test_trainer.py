@@ -143,11 +143,25 @@ def test_with_augmentation_all_nine_views_are_cached_unless_over_the_limit(tiny)
     assert cached.history[0].loss == pytest.approx(per_batch.history[0].loss, rel=1e-4)
 
 
-def test_the_cached_view_is_exactly_what_the_teacher_sees_on_the_students_augmented_batch(tiny):
+def test_a_cache_over_the_memory_limit_goes_to_disk_and_trains_the_same(tiny, tmp_path):
+    teacher, w = _resnet((8, 16), seed=7), LossWeights(ce=0.5, kd=0.5, hint=0.5)
+    in_memory = train(_resnet(), tiny, TrainConfig(epochs=1, batch_size=32), teacher=teacher, weights=w)
+    on_disk = train(_resnet(), tiny, TrainConfig(epochs=1, batch_size=32, cache_memory_mb=0), teacher=teacher,
+                    weights=w, checkpoint_dir=tmp_path)
+    assert in_memory.teacher_cached and on_disk.teacher_cached
+    assert on_disk.history[0].loss == pytest.approx(in_memory.history[0].loss, rel=1e-5)
+    assert not list(tmp_path.glob("teacher-cache-*"))  # the cache lives as long as the call
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_the_cached_view_is_exactly_what_the_teacher_sees_on_the_students_augmented_batch(tiny, tmp_path, where):
     teacher = _resnet((8, 16), seed=7).eval()
-    x = torch.from_numpy(tiny.inputs("train"))
+    x = torch.from_numpy(tiny.batch("train", slice(None)))
     paths = ["stages.0"]
-    cache = TeacherCache(teacher, paths, x, 9, float(x.amin()), torch.device("cpu"), use_bf16=False)
+    cache = TeacherCache(teacher, paths, len(x), lambda a, b: x[a:b], 9, float(x.amin()), torch.device("cpu"),
+                         use_bf16=False, store=tmp_path if where == "disk" else None, chunk=64)
+    assert cache.on_disk == (where == "disk")
+    assert tiny.fill_value() == float(x.amin())
     idx = torch.tensor([5, 0, 77, 159, 12])
     views = torch.tensor([0, 4, 8, 3, 7])
     logits, feats = cache.lookup(idx, views)
@@ -157,7 +171,7 @@ def test_the_cached_view_is_exactly_what_the_teacher_sees_on_the_students_augmen
 
 
 def test_view_4_is_the_unshifted_image_and_shifts_fill_with_background(tiny):
-    x = torch.from_numpy(tiny.inputs("train"))[:3]
+    x = torch.from_numpy(tiny.batch("train", slice(None)))[:3]
     assert torch.equal(shift_views(x, torch.full((3,), 4)), x)
     down_right = shift_views(x, torch.zeros(3, dtype=torch.long))  # dy = dx = -1: content moves down-right
     assert torch.equal(down_right[:, :, 1:, 1:], x[:, :, :-1, :-1])

@@ -3,6 +3,11 @@ into the model's float input.
 
 Images are kept raw (as the app will see them, NHWC) so that the manifest's preprocessing is the
 single definition of "how to feed the model": ``float = (raw * pixel_scale - mean) / std``.
+
+A split's images are a numpy array in memory, or a :class:`~edgedistill.data.rows.DiskRows` on disk
+for data bigger than memory; either way they stay raw (uint8) until a batch is asked for: stages
+read float inputs a batch at a time (:meth:`ImageDataset.batch`, :meth:`ImageDataset.batches`), so
+no float copy of a whole split is ever made.
 """
 
 from __future__ import annotations
@@ -13,6 +18,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgedistill.data.report import DataLoadReport
+from edgedistill.data.rows import DiskRows
+
+# Rows per block when a whole split is walked for its raw bytes (hashing, statistics).
+BLOCK_ROWS = 256
+# Float inputs per block when a whole split goes through a model (evaluation, teacher outputs):
+# bounded in bytes, so a 224 px split takes ~50 images a block and 8x8 digits the cap.
+BLOCK_INPUT_MB = 32
+MAX_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,9 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class Split:
-    """One split: raw images ``(N, H, W, C)`` and integer labels ``(N,)``."""
+    """One split: raw images ``(N, H, W, C)`` (in memory or on disk) and integer labels ``(N,)``."""
 
-    images: np.ndarray
+    images: np.ndarray | DiskRows
     labels: np.ndarray
 
     def __post_init__(self) -> None:
@@ -57,6 +70,15 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, index: np.ndarray) -> "Split":
+        """The split's rows at ``index`` (on disk: a view of the same file, nothing read)."""
+        images = self.images.subset(index) if isinstance(self.images, DiskRows) else self.images[index]
+        return Split(images, self.labels[index])
+
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.images, DiskRows)
 
 
 @dataclass(frozen=True)
@@ -86,9 +108,37 @@ class ImageDataset:
         h, w, c = self.image_shape
         return (c, h, w)
 
-    def inputs(self, split: str) -> np.ndarray:
-        """Float32 NCHW model inputs of a split."""
-        return self.preprocessing.apply(getattr(self, split).images)
+    def batch(self, split: str, index) -> np.ndarray:
+        """Float32 NCHW model inputs of a split's rows at ``index`` (a slice or index array)."""
+        return self.preprocessing.apply(getattr(self, split).images[index])
+
+    def block_rows(self) -> int:
+        """How many images a block of float inputs holds (``BLOCK_INPUT_MB`` of them, 16 to 512)."""
+        h, w, c = self.image_shape
+        return int(min(MAX_BLOCK, max(16, BLOCK_INPUT_MB * 2**20 // (h * w * c * 4))))
+
+    def batches(self, split: str, rows: int | None = None):
+        """``(start, float32 NCHW inputs)`` for consecutive blocks of a split, in order."""
+        images = getattr(self, split).images
+        rows = rows or self.block_rows()
+        for start in range(0, len(images), rows):
+            yield start, self.preprocessing.apply(images[start : start + rows])
+
+    def fill_value(self) -> float:
+        """The smallest model-input value over the training split: the background a shifted view
+        is padded with. Computed from per-channel raw minima, a block at a time."""
+        images = self.train.images
+        if not len(images):
+            return 0.0
+        raw_min = np.full(images.shape[-1], np.inf)
+        for start in range(0, len(images), BLOCK_ROWS):
+            block = images[start : start + BLOCK_ROWS]
+            raw_min = np.minimum(raw_min, block.reshape(-1, block.shape[-1]).min(0))
+        return float(self.preprocessing.apply(raw_min.reshape(1, 1, 1, -1).astype(images.dtype)).min())
+
+    @property
+    def on_disk(self) -> bool:
+        return any(s.on_disk for s in (self.train, self.val, self.test))
 
     def fingerprint(self) -> str:
         """A content hash of every split, labels and preprocessing: keys caches and the manifest.
@@ -101,7 +151,9 @@ class ImageDataset:
         for split in (self.train, self.val, self.test):
             digest.update(str(split.images.shape).encode())
             digest.update(str(split.images.dtype).encode())
-            digest.update(np.ascontiguousarray(split.images).tobytes())
+            # Block by block: the same digest as the whole array's bytes, without a copy of it.
+            for start in range(0, len(split.images), BLOCK_ROWS):
+                digest.update(np.ascontiguousarray(split.images[start : start + BLOCK_ROWS]).tobytes())
             digest.update(np.ascontiguousarray(split.labels.astype(np.int64)).tobytes())
         digest.update("\n".join(self.class_names).encode())
         digest.update(repr(self.preprocessing.to_dict()).encode())

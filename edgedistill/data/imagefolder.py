@@ -10,8 +10,10 @@ else the sorted folder names, which is also torchvision's ``ImageFolder`` order,
 trained with torchvision keeps its class indices. Every split must have the same class folders.
 
 Images are read twice: a header pass (cheap: mode and size only) decides the channel count and
-the common size, then a decode pass fills one preallocated array. Unreadable files (skipped, or
-fatal with ``strict``) and resized images are recorded in the returned ``load_report``.
+the common size, then DataLoader workers decode them into one preallocated array, in memory or in
+the on-disk cache of decoded images (:mod:`edgedistill.data.decoded`), which a later read of the
+same unchanged files takes as it is. Unreadable files (skipped, or fatal with ``strict``) and
+resized images are recorded in the returned ``load_report``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgedistill.data import decoded
 from edgedistill.data.dataset import Split
 from edgedistill.data.npz import RawSplits
 from edgedistill.data.report import DataLoadReport
@@ -40,8 +43,11 @@ def read_imagefolder(
     image_size: tuple[int, int] | None = None,
     channels: int | None = None,
     strict: bool = False,
+    store: Path | None = None,
 ) -> RawSplits:
-    """Read ``root``; ``image_size`` is (H, W); ``channels`` 1 or 3 forces grayscale / RGB."""
+    """Read ``root``; ``image_size`` is (H, W); ``channels`` 1 or 3 forces grayscale / RGB.
+    ``store``: a folder for the on-disk cache of decoded images (:mod:`edgedistill.data.decoded`);
+    None decodes into memory."""
     split_dirs, layout = _split_dirs(root)
     class_names, labels_from = _class_names(root, split_dirs)
     files: dict[str, list[tuple[Path, int]]] = {}
@@ -49,9 +55,23 @@ def read_imagefolder(
     for name, folder in split_dirs.items():
         files[name], n_ignored = _list_images(folder, class_names)
         ignored += n_ignored
+    size_key = list(image_size) if image_size is not None else None
+    folder = store / decoded.store_key(root, files, size_key, channels, strict) if store is not None else None
+    if folder is not None:
+        stored = decoded.load_stored(folder)
+        if stored is not None and tuple(stored["index"]["class_names"]) == class_names:
+            return _from_index(stored["index"], stored["splits"], class_names, ignored)
+        decoded.fresh_folder(folder)
 
     skipped: list[tuple[Path, str]] = []  # (file, why it is unreadable)
-    headers = {name: _read_headers(entries, skipped, strict) for name, entries in files.items()}
+
+    def unreadable(path: Path, reason: str) -> None:
+        if strict:
+            raise InputError(f"cannot read image {path} ({reason})",
+                             hint="fix or delete the file, or drop --strict to skip unreadable images")
+        skipped.append((path, reason))
+
+    headers = {name: _read_headers(entries, unreadable) for name, entries in files.items()}
     all_headers = [h for hs in headers.values() for h in hs]
     gray = all(is_gray for _, _, _, is_gray in all_headers)
     n_channels = channels if channels is not None else (1 if gray else 3)
@@ -60,22 +80,17 @@ def read_imagefolder(
     splits: dict[str, Split] = {}
     resized_from: Counter[tuple[int, int]] = Counter()  # original (H, W) of each image decoded and resized
     for name, split_headers in headers.items():
-        splits[name] = _decode(split_headers, size, n_channels, skipped, strict, resized_from)
+        dest = folder / f"{name}.u8" if folder is not None else None
+        splits[name] = decoded.decode_split(split_headers, size, n_channels, unreadable, resized_from, dest)
         _require_every_class(splits[name], class_names, split_dirs[name])
 
     resized = sum(resized_from.values())
-    report = DataLoadReport.of(
-        skipped=[_relative(path, root) for path, _ in skipped],
-        resized_from=resized_from,
-        target_size=size,
-        target_from=size_from,
-    )
-    return RawSplits(
-        train=splits["train"],
-        val=splits.get("val"),
-        test=splits.get("test"),
-        class_names=class_names,
-        details={
+    index = {
+        "class_names": list(class_names),
+        "skipped": [[_relative(path, root), reason] for path, reason in skipped],
+        "resized_from": [[list(hw), count] for hw, count in resized_from.items()],
+        "size": list(size), "size_from": size_from,
+        "details": {
             "layout": layout,
             "class_names_from": labels_from,
             "channels": n_channels,
@@ -86,8 +101,26 @@ def read_imagefolder(
             "resized": resized,
             "skipped": len(skipped),
             "skipped_files": [f"{path} ({reason})" for path, reason in skipped[:_SHOWN]],
-            "ignored_non_images": ignored,
         },
+    }
+    if folder is not None:
+        decoded.save_index(folder, splits, index)
+    return _from_index(index, splits, class_names, ignored)
+
+
+def _from_index(index: dict, splits: dict[str, Split], class_names: tuple[str, ...], ignored: int) -> RawSplits:
+    report = DataLoadReport.of(
+        skipped=[path for path, _ in index["skipped"]],
+        resized_from=Counter({tuple(hw): count for hw, count in index["resized_from"]}),
+        target_size=tuple(index["size"]),
+        target_from=index["size_from"],
+    )
+    return RawSplits(
+        train=splits["train"],
+        val=splits.get("val"),
+        test=splits.get("test"),
+        class_names=class_names,
+        details={**index["details"], "ignored_non_images": ignored},
         load_report=report,
     )
 
@@ -183,7 +216,7 @@ def _list_images(folder: Path, class_names: tuple[str, ...]) -> tuple[list[tuple
 _Header = tuple[Path, int, tuple[int, int], bool]
 
 
-def _read_headers(entries: list[tuple[Path, int]], skipped: list[tuple[Path, str]], strict: bool) -> list[_Header]:
+def _read_headers(entries: list[tuple[Path, int]], unreadable) -> list[_Header]:
     headers = []
     for path, label in entries:
         try:
@@ -191,7 +224,7 @@ def _read_headers(entries: list[tuple[Path, int]], skipped: list[tuple[Path, str
                 width, height = image.size
                 headers.append((path, label, (height, width), _is_gray(image)))
         except Exception as err:  # PIL raises many kinds of error on bad files; each is "unreadable"
-            _unreadable(path, err, skipped, strict)
+            unreadable(path, f"{type(err).__name__}: {err}")
     return headers
 
 
@@ -213,45 +246,6 @@ def _target_size(
     if image_size is not None:
         return (int(image_size[0]), int(image_size[1])), "given"
     return Counter(sizes).most_common(1)[0][0], "most common"
-
-
-def _decode(headers: list[_Header], size: tuple[int, int], channels: int, skipped: list[tuple[Path, str]],
-            strict: bool, resized_from: Counter) -> Split:
-    height, width = size
-    images = np.empty((len(headers), height, width, channels), dtype=np.uint8)
-    labels = np.empty(len(headers), dtype=np.int64)
-    n = 0
-    for path, label, hw, _ in headers:
-        try:
-            images[n] = _load_pixels(path, size, channels)
-        except Exception as err:  # truncated or corrupt data often shows only when decoding
-            _unreadable(path, err, skipped, strict)
-            continue
-        labels[n] = label
-        n += 1
-        if hw != size:
-            resized_from[hw] += 1
-    return Split(images[:n], labels[:n])
-
-
-def _load_pixels(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
-    height, width = size
-    with Image.open(path) as image:
-        if image.mode.startswith("I"):  # 16-bit grayscale: keep the high byte, convert("L") would clip
-            image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
-        image = image.convert("L" if channels == 1 else "RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image)
-    return pixels.reshape(height, width, channels)
-
-
-def _unreadable(path: Path, err: Exception, skipped: list[tuple[Path, str]], strict: bool) -> None:
-    reason = f"{type(err).__name__}: {err}"
-    if strict:
-        raise InputError(f"cannot read image {path} ({reason})",
-                         hint="fix or delete the file, or drop --strict to skip unreadable images") from err
-    skipped.append((path, reason))
 
 
 def _require_every_class(split: Split, class_names: tuple[str, ...], folder: Path) -> None:

@@ -51,9 +51,11 @@ def load_dataset(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
     strict: bool = False,
+    store: Path | None = None,
 ) -> ImageDataset:
     """``path`` None means the built-in digits. ``image_size`` is (H, W); ``channels`` 1 or 3 converts
-    grayscale <-> RGB; ``strict`` makes an unreadable image fatal instead of skipped."""
+    grayscale <-> RGB; ``strict`` makes an unreadable image fatal instead of skipped. ``store``: the
+    folder of the on-disk cache of decoded ImageFolder images (None: decode into memory)."""
     _check_options(image_size, channels, val_fraction, test_fraction)
     if path is None:
         return _builtin(mean, std, image_size, channels, split_seed, val_fraction, test_fraction)
@@ -64,7 +66,7 @@ def load_dataset(
                          hint="give a folder of class folders (ImageFolder) or an .npz file")
     if path.is_dir():
         kind = "imagefolder"
-        raw = read_imagefolder(path, image_size=image_size, channels=channels, strict=strict)
+        raw = read_imagefolder(path, image_size=image_size, channels=channels, strict=strict, store=store)
     elif path.suffix.lower() == ".npz":
         kind = "npz"
         raw = _conform_raw(read_npz(path), image_size, channels)
@@ -84,6 +86,7 @@ def load_dataset(
                   "stratified": True, **recipe},
         "counts": {"train": len(train), "val": len(val), "test": len(test)},
         "skipped": raw.details.get("skipped", 0),
+        "decoded": "on disk (cache of decoded images)" if raw.train.on_disk else "in memory",
         "normalization": {"mean": "given" if mean is not None else "train statistics",
                           "std": "given" if std is not None else "train statistics"},
         **{k: v for k, v in raw.details.items() if k != "skipped"},
@@ -196,7 +199,7 @@ def _complete_splits(raw: RawSplits, seed: int, val_fraction: float, test_fracti
 
 
 def _take(split: Split, index: np.ndarray) -> Split:
-    return Split(split.images[index], split.labels[index])
+    return split.take(index)
 
 
 def _require_training_images(train: Split, class_names: tuple[str, ...], path: Path) -> None:
@@ -232,16 +235,20 @@ def _per_channel(value: float | Sequence[float], channels: int, what: str, path:
     return values
 
 
-def _channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean/std of ``images / 255``, accumulated in chunks so big datasets fit in memory."""
+def _channel_stats(images, chunk_mb: int = 16) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean/std of ``images / 255``: exact integer sums over blocks of ~``chunk_mb`` of
+    raw pixels, so a split on disk is read once and no float copy of it is made."""
     channels = images.shape[-1]
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
+    row_bytes = max(1, images.size // max(1, len(images)))
+    chunk = max(1, chunk_mb * 2**20 // row_bytes)
+    total = np.zeros(channels, dtype=np.uint64)
+    squares = np.zeros(channels, dtype=np.uint64)
     for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].reshape(-1, channels).astype(np.float64) * UINT8_PIXEL_SCALE
-        total += block.sum(0)
-        squares += np.square(block).sum(0)
+        block = np.asarray(images[start : start + chunk]).reshape(-1, channels).astype(np.uint32)
+        total += block.sum(0, dtype=np.uint64)
+        squares += np.square(block).sum(0, dtype=np.uint64)
     count = images.size // channels
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    mean = total.astype(np.float64) / count * UINT8_PIXEL_SCALE
+    mean_square = squares.astype(np.float64) / count * UINT8_PIXEL_SCALE**2
+    std = np.sqrt(np.maximum(mean_square - mean**2, 0.0))
     return tuple(round(float(m), 6) for m in mean), tuple(round(float(s), 6) for s in std)

@@ -1,12 +1,19 @@
 """What a training batch is made of: one of nine shifted views per image, canonical strides, and
 the memory layout the device prefers.
 
+Batches are read (raw uint8 rows, from memory or disk), converted and shifted one step ahead of
+training, in a thread (:func:`prefetched`): reading by offset and numpy's conversion release the
+GIL, so the next batch is ready when the step ends.
+
 A shift of -1..1 pixels along each axis is one of nine views, numbered dy * 3 + dx (view 4 is the
 image itself). Because there are only nine, the teacher's outputs for all of them can be cached
 (:mod:`edgedistill.distill.teacher_cache`) and the student's view looked up.
 """
 
 from __future__ import annotations
+
+import queue
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -48,3 +55,41 @@ def canonical(x: torch.Tensor) -> torch.Tensor:
 def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def prefetched(steps: list, load, pin: bool = False, depth: int = 2):
+    """``(step, load(step))`` for each step in order, ``load`` running ``depth`` steps ahead in a
+    thread; ``pin`` puts each loaded batch in pinned memory (asynchronous copies to a GPU). An
+    error in ``load`` is raised here, at the step it belongs to."""
+    if not steps:
+        return
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        for step in steps:
+            if stop.is_set():
+                return
+            try:
+                item = load(step)
+                item = item.pin_memory() if pin else item
+            except BaseException as err:  # handed to the consumer, which raises it
+                ready.put((step, None, err))
+                return
+            ready.put((step, item, None))
+
+    thread = threading.Thread(target=work, name="edgedistill-prefetch", daemon=True)
+    thread.start()
+    try:
+        for _ in steps:
+            step, item, err = ready.get()
+            if err is not None:
+                raise err
+            yield step, item
+    finally:
+        stop.set()
+        while thread.is_alive():  # let a blocked put finish so the thread sees the stop
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)

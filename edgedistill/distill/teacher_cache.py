@@ -4,9 +4,13 @@ costs little more than training from labels."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
+from edgedistill.data.rows import RowWriter
 from edgedistill.distill.batches import shift_views, to_device
 from edgedistill.models.taps import FeatureTaps
 
@@ -23,31 +27,51 @@ def teacher_outputs(teacher: nn.Module, paths: list[str], x: torch.Tensor, use_b
 
 class TeacherCache:
     """Teacher logits and tapped features for every training image, per view: ``views`` is 1
-    (no augmentation) or 9 (every shift)."""
+    (no augmentation) or 9 (every shift). ``inputs(start, stop)`` gives the float inputs of
+    training images ``start:stop``. With ``store`` (a folder) the outputs go to files there and a
+    batch's rows are read back by offset (:class:`~edgedistill.data.rows.DiskRows`), so a cache
+    bigger than memory costs the build no memory; else they stay in memory."""
 
-    def __init__(self, teacher: nn.Module, paths: list[str], x: torch.Tensor, views: int, fill: float,
-                 device: torch.device, use_bf16: bool, chunk: int = 512) -> None:
-        logits, feats = [], {p: [] for p in paths}
-        for view in range(views):
-            for i in range(0, len(x), chunk):
-                xb = x[i : i + chunk]
-                if views > 1:
-                    xb = shift_views(xb, torch.full((len(xb),), view, dtype=torch.long), fill)
-                out_l, out_f = teacher_outputs(teacher, paths, to_device(xb, device), use_bf16)
-                logits.append(out_l)
-                for p in paths:
-                    feats[p].append(out_f[p])
-        n = len(x)
-        self.views = views
+    def __init__(self, teacher: nn.Module, paths: list[str], n: int, inputs, views: int, fill: float,
+                 device: torch.device, use_bf16: bool, store: Path | None = None, chunk: int = 256) -> None:
+        self.views, self.n, self.paths = views, n, paths
+        names = ["logits", *paths]
+        memory: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        writers: dict[str, RowWriter] = {}
+        try:
+            for view in range(views):
+                for i in range(0, n, chunk):
+                    xb = inputs(i, min(n, i + chunk))
+                    if views > 1:
+                        xb = shift_views(xb, torch.full((len(xb),), view, dtype=torch.long), fill)
+                    out_l, out_f = teacher_outputs(teacher, paths, to_device(xb, device), use_bf16)
+                    for name, out in zip(names, [out_l, *(out_f[p] for p in paths)]):
+                        if store is None:
+                            memory[name].append(out)
+                            continue
+                        if name not in writers:
+                            writers[name] = RowWriter(store / f"{len(writers)}.f32", views * n, out.shape[1:], np.float32)
+                        writers[name].write(view * n + i, out.cpu().numpy())
+        except BaseException:
+            for w in writers.values():
+                w.abandon()
+            raise
         # (views * N, ...): row view * N + i holds image i seen in that view
-        self.logits = torch.cat(logits)
-        self.feats = {p: torch.cat(f) for p, f in feats.items()}
-        self.n = n
+        if store is None:
+            self._rows = {name: torch.cat(parts) for name, parts in memory.items()}
+        else:
+            self._rows = {name: w.publish(views * n) for name, w in writers.items()}
+        self.device = device
+        self.on_disk = store is not None
 
     def lookup(self, idx: torch.Tensor, views: torch.Tensor | None):
         rows = idx if views is None else views * self.n + idx
-        rows = rows.to(self.logits.device)
-        return self.logits[rows], {p: f[rows] for p, f in self.feats.items()}
+        if self.on_disk:
+            got = {name: torch.from_numpy(r[rows.numpy()]).to(self.device) for name, r in self._rows.items()}
+        else:
+            rows = rows.to(self._rows["logits"].device)
+            got = {name: r[rows] for name, r in self._rows.items()}
+        return got["logits"], {p: got[p] for p in self.paths}
 
 
 def teacher_cache_mb(teacher: nn.Module, paths: list[str], sample: torch.Tensor, n: int, views: int) -> float:

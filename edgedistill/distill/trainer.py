@@ -13,6 +13,10 @@ Why it is shaped this way:
   (Beyer et al. 2022: consistent teaching). Otherwise the teacher runs per batch on that view.
   Either way it runs under inference mode, in bf16 autocast on GPU
   (:mod:`edgedistill.distill.teacher_cache`; the views are :mod:`edgedistill.distill.batches`).
+  A cache above ``cache_memory_mb`` is written to disk and read back a batch at a time.
+- The data stays raw (uint8, in memory or on disk) until a batch is read; the next batch is read,
+  converted and shifted in a thread while the current one trains (``batches.prefetched``), so
+  memory does not grow with the training set.
 - Shuffling and augmentation draw from a generator seeded by (seed, epoch), not from global state,
   so a run killed after epoch k and resumed from its checkpoint ends with the same weights as one
   that never stopped.
@@ -32,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +49,7 @@ from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill import ddp, jobs
-from edgedistill.distill.batches import N_VIEWS, canonical, draw_views, shift_views, to_device
+from edgedistill.distill.batches import N_VIEWS, canonical, draw_views, prefetched, shift_views, to_device
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.distill.teacher_cache import TeacherCache, teacher_cache_mb, teacher_outputs
 from edgedistill.errors import EdgeDistillError
@@ -68,7 +73,8 @@ class TrainConfig:
     augment: bool = False  # random +-1 pixel shifts, the same view for teacher and student
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = True  # autocast on CUDA only; CPU stays fp32
-    cache_limit_mb: float = 1024.0  # largest teacher-output cache (all augmented views) to keep
+    cache_memory_mb: float = 256.0  # largest teacher-output cache kept in memory; bigger ones go to disk
+    cache_limit_mb: float = 8192.0  # largest cache of all nine augmented views (on disk); above it, online
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics of the global batch (ddp.synced_batchnorm)
 
 
@@ -143,6 +149,18 @@ def accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
     return float((pred == np.asarray(labels)).mean())
 
 
+def predict_split(model: nn.Module, data: ImageDataset, split: str, batch_size: int | None = None) -> torch.Tensor:
+    """Logits on a whole split, read and converted a block at a time (the split may be on disk)."""
+    batch_size = batch_size or data.block_rows()
+    outs = [predict_logits(model, torch.from_numpy(x), batch_size) for _, x in data.batches(split, batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0, data.num_classes)
+
+
+def evaluate_split(model: nn.Module, data: ImageDataset, split: str, batch_size: int | None = None) -> float:
+    labels = torch.from_numpy(getattr(data, split).labels)
+    return float((predict_split(model, data, split, batch_size).argmax(1) == labels).float().mean())
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -161,7 +179,15 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place; returns its history. ``progress(label, epoch, epochs, info)`` is
     called after every epoch (the CLI draws a progress bar with it). Under ``torchrun`` every
-    process makes this call with the same arguments: itself, or at rank 0's word in a build."""
+    process makes this call with the same arguments: itself, or at rank 0's word in a build.
+    A teacher cache too big for memory lives in ``checkpoint_dir`` (else the system's temporary
+    folder) until the call returns."""
+    with contextlib.ExitStack() as stack:
+        scratch_dir = checkpoint_dir if checkpoint_dir is not None and checkpoint_dir.is_dir() else None
+        return _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkpoint_dir, progress)
+
+
+def _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkpoint_dir, progress) -> TrainResult:
     weights = weights or LossWeights(ce=1.0)
     ddp.init_from_env()
     rank, world = ddp.rank(), ddp.world_size()
@@ -171,11 +197,12 @@ def train(
     use_bf16 = cfg.bf16 and device.type == "cuda"
     torch.manual_seed(cfg.seed)
 
-    x_train = torch.from_numpy(data.inputs("train"))
+    n_train = len(data.train)
     y_train = torch.from_numpy(data.train.labels)
-    x_val = torch.from_numpy(data.inputs("val"))
-    y_val = torch.from_numpy(data.val.labels)
-    fill = float(x_train.amin()) if len(x_train) else 0.0
+    fill = data.fill_value()
+
+    def rows(index) -> torch.Tensor:  # float inputs of training rows; raw uint8 until here
+        return torch.from_numpy(data.batch("train", index))
 
     model.to(device)
     if device.type == "cuda":
@@ -191,13 +218,13 @@ def train(
             teacher.to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        criterion = DistillationLoss(teacher, model, weights, to_device(x_train[: min(8, len(x_train))], device))
+        criterion = DistillationLoss(teacher, model, weights, to_device(rows(slice(0, 8)), device))
         if world > 1:
             ddp.broadcast_state(criterion)
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = ddp.per_rank_batch(cfg.batch_size, world)
-    steps_per_epoch = math.ceil(len(x_train) / (batch * world))
+    steps_per_epoch = math.ceil(n_train / (batch * world))
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch), pct_start=0.15
     )
@@ -206,11 +233,15 @@ def train(
     cache = None
     t_paths = criterion.paths_teacher if criterion is not None else []
     s_paths = criterion.paths_student if criterion is not None else []
-    if teacher is not None and len(x_train):
+    cache_dir = None
+    if teacher is not None and n_train:
         views = N_VIEWS if cfg.augment else 1
-        need_mb = teacher_cache_mb(teacher, t_paths, to_device(x_train[:2], device), len(x_train), views)
+        need_mb = teacher_cache_mb(teacher, t_paths, to_device(rows(slice(0, 2)), device), n_train, views)
         if views == 1 or need_mb <= cfg.cache_limit_mb:
-            cache = TeacherCache(teacher, t_paths, x_train, views, fill, device, use_bf16)
+            if need_mb > cfg.cache_memory_mb:
+                cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="teacher-cache-", dir=scratch_dir))
+            cache = TeacherCache(teacher, t_paths, n_train, lambda a, b: rows(slice(a, b)), views, fill, device,
+                                 use_bf16, store=Path(cache_dir) if cache_dir else None, chunk=data.block_rows())
 
     result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world,
                          batch_per_rank=batch, lr=cfg.lr)
@@ -246,20 +277,22 @@ def train(
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            perm = torch.randperm(len(x_train), generator=gen)
+            perm = torch.randperm(n_train, generator=gen)
             # Views are drawn for the whole permutation before sharing out, so every rank draws the same.
             views_all = draw_views(len(perm), gen) if cfg.augment else None
             net.train()
             total, seen, correct = 0.0, 0, 0
             parts_sum: dict[str, float] = {}
-            for i in range(0, len(perm), batch * world):
-                if len(perm[i : i + batch * world]) < 2:  # BatchNorm needs two samples
-                    continue
-                idx, views, weight = ddp.share(perm, views_all, i, batch, rank, world)
-                xb = x_train[idx]
-                if views is not None:
-                    xb = shift_views(xb, views, fill)
-                xb, yb = to_device(canonical(xb), device), y_train[idx].to(device)
+            steps = [ddp.share(perm, views_all, i, batch, rank, world) for i in range(0, len(perm), batch * world)
+                     if len(perm[i : i + batch * world]) >= 2]  # BatchNorm needs two samples
+
+            def load(step):
+                idx, views, _ = step
+                xb = rows(idx.numpy())
+                return canonical(shift_views(xb, views, fill) if views is not None else xb)
+
+            for (idx, views, weight), xb in prefetched(steps, load, pin=device.type == "cuda"):
+                xb, yb = to_device(xb, device), y_train[idx].to(device)
                 t_logits, t_feats = None, {}
                 if teacher is not None:
                     if cache is not None:
@@ -298,7 +331,7 @@ def train(
                 if criterion is not None:
                     ddp.broadcast_buffers(criterion)
                 total, seen, correct, parts_sum = ddp.sum_stats(total, seen, correct, parts_sum, device)
-            val_acc = evaluate(model, x_val, y_val) if len(x_val) else float("nan")
+            val_acc = evaluate_split(model, data, "val") if len(data.val) else float("nan")
             record = EpochRecord(
                 epoch=epoch + 1,
                 loss=total / max(1, seen),

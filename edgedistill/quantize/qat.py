@@ -33,7 +33,8 @@ from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill import ddp, jobs
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.distill.recipe import DEFAULT_LOSS
-from edgedistill.distill.trainer import evaluate
+from edgedistill.distill.batches import prefetched
+from edgedistill.distill.trainer import evaluate_split
 from edgedistill.quantize import litert_patch
 
 NO_TAPS = "the PT2E-exported graph has no module paths to tap"
@@ -113,13 +114,13 @@ def qat_finetune(
     criterion = qat_loss(DEFAULT_LOSS if weights is None else weights, student, teacher, teacher_logits is not None)
     litert_patch.install()
     torch.manual_seed(cfg.seed)
-    x_train = torch.from_numpy(data.inputs("train"))
     y_train = torch.from_numpy(data.train.labels)
     quantizer = make_quantizer()
     # torch.export shares parameter storage with the module it traces: fine-tune a copy, so the
     # caller's float student (exported as the fp32 artifacts) keeps its distilled weights.
     student = copy.deepcopy(student).cpu().train()
-    graph = torch.export.export(student, (x_train[:4],), dynamic_shapes=({0: batch_dim()},)).module()
+    sample = torch.from_numpy(data.batch("train", slice(0, 4)))
+    graph = torch.export.export(student, (sample,), dynamic_shapes=({0: batch_dim()},)).module()
     prepared = prepare_qat_pt2e(graph, quantizer)
     move_exported_model_to_train(prepared)
     ddp.init_from_env()
@@ -127,7 +128,7 @@ def qat_finetune(
     batch = ddp.per_rank_batch(cfg.batch_size, world)
     net = ddp.wrap(prepared, torch.device("cpu")) if world > 1 else prepared
     opt = torch.optim.AdamW(prepared.parameters(), lr=cfg.lr, weight_decay=0.0)
-    steps = max(1, cfg.epochs * math.ceil(len(x_train) / (batch * world)))
+    steps = max(1, cfg.epochs * math.ceil(len(y_train) / (batch * world)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     result = QATResult(loss_used=criterion.used.to_str(), loss_dropped=dict(criterion.dropped))
     t0 = time.perf_counter()
@@ -135,7 +136,7 @@ def qat_finetune(
         if world > 1:
             synced.enter_context(ddp.synced_batchnorm(prepared))
             synced.enter_context(ddp.synced_observers(prepared))
-        _epochs(net, criterion, opt, sched, x_train, y_train, teacher_logits, cfg, batch, result)
+        _epochs(net, criterion, opt, sched, data, y_train, teacher_logits, cfg, batch, result)
     if world > 1:
         ddp.broadcast_buffers(prepared)  # the last step's observer updates, too
     move_exported_model_to_eval(prepared)
@@ -144,24 +145,23 @@ def qat_finetune(
     # Let .eval()/.train() work on the graph, so evaluation code treats it like any module.
     allow_exported_model_train_eval(converted)
     result.seconds = time.perf_counter() - t0
-    result.val_acc = evaluate(converted, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
-    result.test_acc = evaluate(converted, torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels))
+    result.val_acc = evaluate_split(converted, data, "val")
+    result.test_acc = evaluate_split(converted, data, "test")
     return converted, quantizer, result
 
 
 
 
-def _epochs(net, criterion, opt, sched, x_train, y_train, teacher_logits, cfg, batch, result) -> None:
+def _epochs(net, criterion, opt, sched, data, y_train, teacher_logits, cfg, batch, result) -> None:
     rank, world = ddp.rank(), ddp.world_size()
     for epoch in range(cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + 7_919 + epoch)
-        perm = torch.randperm(len(x_train), generator=gen)
+        perm = torch.randperm(len(y_train), generator=gen)
         total, seen = 0.0, 0
-        for i in range(0, len(perm), batch * world):
-            if len(perm[i : i + batch * world]) < 2:
-                continue
-            idx, _, weight = ddp.share(perm, None, i, batch, rank, world)
-            logits = net(x_train[idx])
+        steps = [ddp.share(perm, None, i, batch, rank, world) for i in range(0, len(perm), batch * world)
+                 if len(perm[i : i + batch * world]) >= 2]
+        for (idx, _, weight), xb in prefetched(steps, lambda step: torch.from_numpy(data.batch("train", step[0].numpy()))):
+            logits = net(xb)
             t_logits = teacher_logits[idx] if teacher_logits is not None else None
             loss, _ = criterion(logits, y_train[idx], t_logits, {}, {})
             opt.zero_grad(set_to_none=True)

@@ -59,9 +59,10 @@ def select_inputs(teacher: str | None = None, weights: Path | None = None, data:
         raise InputError("--weights only applies to --teacher", hint="give --teacher FILE.py:FUNCTION, or drop --weights")
     if data is not None:
         from edgedistill.data.load import load_dataset
+        from edgedistill.paths import cache_dir
         from edgedistill.teacher.load import infer_io
 
-        dataset = load_dataset(Path(data), image_size=image_size, channels=channels)
+        dataset = load_dataset(Path(data), image_size=image_size, channels=channels, store=cache_dir() / "decoded")
         if loaded is not None:
             infer_io(loaded, dataset)
         shape, classes = dataset.input_shape_nchw, dataset.num_classes

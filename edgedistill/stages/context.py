@@ -47,6 +47,16 @@ class BuildContext:
     # the zoo model the student's weights are sliced from: the teacher itself, or the twin a
     # recognised teacher was mapped onto (edgedistill.teacher.recognise)
     seed_teacher: object = None
+    _teacher_logits: object = field(default=None, repr=False)
+
+    def teacher_train_logits(self):
+        """The teacher's logits on the un-augmented training split, computed once per build (every
+        round's QAT reads them), a batch at a time."""
+        if self._teacher_logits is None:
+            from edgedistill.distill.trainer import predict_split
+
+            self._teacher_logits = predict_split(self.teacher, self.data, "train")
+        return self._teacher_logits
 
     def warn(self, message: str) -> None:
         """Said loudly now, and kept in the manifest and at the top of both reports."""

@@ -31,6 +31,7 @@ def _load(cfg: BuildConfig) -> ImageDataset:
 
         return load_digits_dataset(seed=cfg.seed)
     from edgedistill.data.load import load_dataset
+    from edgedistill.paths import cache_dir
 
     return load_dataset(
         Path(cfg.data),
@@ -40,4 +41,5 @@ def _load(cfg: BuildConfig) -> ImageDataset:
         channels=cfg.channels,
         split_seed=cfg.seed,
         strict=cfg.strict,
+        store=cache_dir() / "decoded" if cfg.decoded_cache else None,
     )

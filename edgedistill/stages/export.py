@@ -15,6 +15,7 @@ import torch
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import ExportInputs, artifact_specs, export_artifacts
 from edgedistill.data.dataset import ImageDataset
+from edgedistill.distill.trainer import predict_split
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest
 
@@ -73,13 +74,11 @@ def export_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, ba
         except (TypeError, KeyError):
             pass  # a result of another version: export again
     stage.begin()
-    x_train = torch.from_numpy(data.inputs("train"))
-    x_test = torch.from_numpy(data.inputs("test"))
-    with torch.no_grad():
-        np.save(stage.dir / REFERENCE_LOGITS, student_model.eval()(x_test).numpy())
+    np.save(stage.dir / REFERENCE_LOGITS, predict_split(student_model.eval(), data, "test").numpy())
     calib_idx = calibration_subset(data, cfg.calibration_per_class, cfg.seed)
-    inputs = ExportInputs(sample=x_train[:4], dynamic_batch=family_of(student_model.spec).dynamic_batch,
-                          student=student_model, calibration=data.inputs("train")[calib_idx])
+    inputs = ExportInputs(sample=torch.from_numpy(data.batch("train", slice(0, 4))),
+                          dynamic_batch=family_of(student_model.spec).dynamic_batch,
+                          student=student_model, calibration=data.batch("train", calib_idx))
     export_artifacts(specs, inputs, stage.dir)
     result = ExportResult(CalibrationInfo(split="train", per_class=cfg.calibration_per_class, seed=cfg.seed,
                                           count=int(len(calib_idx)), method=CALIBRATION_METHOD), dir=str(stage.dir))

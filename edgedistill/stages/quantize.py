@@ -13,7 +13,7 @@ import torch
 
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import ExportInputs, artifact_specs, export_artifacts
-from edgedistill.distill.trainer import predict_logits
+from edgedistill.distill.trainer import predict_split
 from edgedistill.quantize.qat import QATConfig
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest
@@ -65,13 +65,10 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
         except TypeError:
             pass  # a result of another version: quantize again
     stage.begin()
-    x_train = torch.from_numpy(data.inputs("train"))
-    teacher_logits = predict_logits(ctx.teacher, x_train)
-    converted, quantizer, qat = qat_finetune(student_model, data, teacher_logits, qcfg, weights, teacher=ctx.teacher)
-    x_test = torch.from_numpy(data.inputs("test"))
-    with torch.no_grad():
-        np.save(stage.dir / REFERENCE_LOGITS, converted(x_test).numpy())
-    inputs = ExportInputs(sample=x_train[:4], dynamic_batch=family_of(student_model.spec).dynamic_batch,
+    converted, quantizer, qat = qat_finetune(student_model, data, ctx.teacher_train_logits(), qcfg, weights,
+                                             teacher=ctx.teacher)
+    np.save(stage.dir / REFERENCE_LOGITS, predict_split(converted, data, "test").numpy())
+    inputs = ExportInputs(sample=torch.from_numpy(data.batch("train", slice(0, 4))), dynamic_batch=family_of(student_model.spec).dynamic_batch,
                           converted=converted, quantizer=quantizer)
     export_artifacts(specs, inputs, stage.dir)
     result = QuantizeResult(losses=qat.losses, val_acc=qat.val_acc, test_acc=qat.test_acc, seconds=qat.seconds,

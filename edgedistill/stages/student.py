@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill.losses import LossWeights
-from edgedistill.distill.trainer import TrainConfig, TrainResult, evaluate, train
+from edgedistill.distill.trainer import TrainConfig, TrainResult, evaluate_split, train
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
 from edgedistill.progress import Reporter
 from edgedistill.rundir import RunDir
@@ -81,7 +81,7 @@ def train_student(
         from edgedistill.models.init import init_student_from_teacher
 
         # DistilBERT-style head start: evenly spaced blocks, most important channels/heads.
-        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(data.inputs("train")[:512]))
+        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(data.batch("train", slice(0, min(512, 4 * data.block_rows())))))
         if seed is not teacher:
             init_report["source"] = "the zoo twin of the recognised teacher (its weights, renamed)"
         if init_report.get("initialised"):
@@ -105,11 +105,10 @@ def train_student(
                      "student's family: no assistant can be shaped between them; distilling directly")
         history = train(model, data, cfg, teacher=teacher, weights=weights, label=label,
                         checkpoint_dir=stage.dir, progress=rep.epoch)
-    x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     save_file(model.state_dict(), str(stage.dir / WEIGHTS_FILE))
     result = StudentResult(
         spec=spec_to_dict(spec), params=count_parameters(model), val_acc=history.best_val_acc,
-        test_acc=evaluate(model, x_test, y_test), train=history, weights_file=WEIGHTS_FILE,
+        test_acc=evaluate_split(model, data, "test"), train=history, weights_file=WEIGHTS_FILE,
         assistants=assistants, init=init_report,
     )
     stage.save(dataclasses.asdict(result))

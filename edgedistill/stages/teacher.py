@@ -12,7 +12,7 @@ import torch
 
 from edgedistill.config import BuildConfig
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.trainer import evaluate
+from edgedistill.distill.trainer import evaluate_split
 from edgedistill.errors import InputError
 from edgedistill.models import count_parameters, spec_to_dict
 from edgedistill.progress import Reporter
@@ -75,11 +75,10 @@ def shared_teacher_key(loaded) -> str:
 def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None):
     """(teacher module, TeacherInfo, recognition or None)."""
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
-    x_test, y_test = torch.from_numpy(data.inputs("test")), torch.from_numpy(data.test.labels)
     if loaded is not None:
         module, recognised = user_teacher_module(loaded, data)  # the select stage says what was recognised
-        acc = evaluate(module, x_test, y_test)
-        val_acc = evaluate(module, torch.from_numpy(data.inputs("val")), torch.from_numpy(data.val.labels))
+        acc = evaluate_split(module, data, "test")
+        val_acc = evaluate_split(module, data, "val")
         rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "
                  f"validation {val_acc:.4f}")
         return module, TeacherInfo(key=stable_hash(loaded.source), params=count_parameters(module), test_acc=acc,

@@ -22,7 +22,7 @@ from torch import nn
 
 from edgedistill import __version__
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.trainer import TrainConfig, evaluate, train
+from edgedistill.distill.trainer import TrainConfig, evaluate_split, train
 from edgedistill.errors import InputError
 from edgedistill.fsutil import sha256_file, write_json_atomic
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
@@ -97,8 +97,6 @@ def builtin_teacher(
     key = teacher_key(spec, cfg, data)
     root = (cache_root or cache_dir()) / "teachers"
     entry = root / key
-    x_test = torch.from_numpy(data.inputs("test"))
-    y_test = torch.from_numpy(data.test.labels)
     if entry.exists():
         model, meta = _load_entry(entry)
         result = TeacherResult(**{**meta["result"], "cached": True})
@@ -113,7 +111,7 @@ def builtin_teacher(
         spec=spec_to_dict(spec),
         params=count_parameters(model),
         val_acc=history.best_val_acc,
-        test_acc=evaluate(model, x_test, y_test),
+        test_acc=evaluate_split(model, data, "test"),
         train_seconds=history.seconds,
         source={"kind": "builtin", "cache": str(entry), "key": key},
         cached=False,

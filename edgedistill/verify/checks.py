@@ -51,8 +51,11 @@ class ArtifactReport:
 
 
 def _predict(model, data: ImageDataset, split: str) -> np.ndarray:
-    raw = getattr(data, split).images
-    return from_model_output(model.run(to_model_input(raw, data.preprocessing, model.input_spec)), model.output_spec)
+    """The model file's outputs on a split, converted and run a block of images at a time."""
+    raw, rows = getattr(data, split).images, data.block_rows()
+    outs = [from_model_output(model.run(to_model_input(raw[i : i + rows], data.preprocessing, model.input_spec)),
+                              model.output_spec) for i in range(0, len(raw), rows)]
+    return np.concatenate(outs) if outs else np.empty((0, data.num_classes), dtype=np.float32)
 
 
 def verify_artifact(artifact: Artifact, data: ImageDataset, reference_logits: np.ndarray) -> ArtifactReport:
