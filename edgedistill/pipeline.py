@@ -128,13 +128,15 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     selection = select_stage(cfg, target, teacher, count_parameters(teacher), data, rep, recognised)
 
     r, candidate, rounds = measured_choice(ctx, selection)
+    data = r.ctx.data  # the data as the chosen student sees it (at its resolution)
     check_student(r.export.reference_logits(), r.student, data, ctx.warn)
-    arm = arm_stage(ctx, r.artifacts)  # raises VerificationError (exit 3) above the tolerance
+    arm = arm_stage(r.ctx, r.artifacts)  # raises VerificationError (exit 3) above the tolerance
     scratch = None
     if cfg.scratch_baseline:
         rep.stage("scratch", "the same student from labels alone, for comparison")
-        scratch, _ = train_student(rd, f"{candidate.tag}/scratch", {**r.inputs, "loss": "ce"}, candidate.spec, data,
-                                   ctx.train_cfg, None, LossWeights(ce=1.0), rep, label="scratch")
+        scratch, _ = train_student(rd, f"{candidate.tag}/scratch", {**r.inputs, "loss": "ce"}, candidate.spec,
+                                   r.ctx.full_data, ctx.train_cfg, None, LossWeights(ce=1.0), rep, label="scratch",
+                                   student_size=r.ctx.student_size)
         rep.note(f"distilled {r.student.test_acc:.4f} vs scratch {scratch.test_acc:.4f} test accuracy")
 
     selection.chosen = candidate

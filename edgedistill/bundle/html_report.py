@@ -24,7 +24,7 @@ from __future__ import annotations
 import html
 
 from edgedistill.bundle import plots
-from edgedistill.bundle.report import data_notes, describe_spec, selection_note
+from edgedistill.bundle.report import data_notes, describe_spec, resolution_note, selection_note
 
 
 def _e(x) -> str:
@@ -214,9 +214,9 @@ def _candidates_section(m: dict, extras: dict) -> str:
     note = f"{len(cands)} students shaped like the teacher were considered; \u2605 marks the chosen one"
     note += f" ({_e(rule)})." if rule else "."
     note += " Accuracy is the distilled fp32 student's on the test split; only trained candidates have one."
-    family_note = selection_note(m)
-    if family_note:
-        note += f" <b>{_e(family_note)}</b>"
+    for extra in (selection_note(m), resolution_note(m)):
+        if extra:
+            note += f" <b>{_e(extra)}</b>"
     return _section("Candidates", chart + table, note)
 
 

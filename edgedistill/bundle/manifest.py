@@ -1,6 +1,8 @@
 """``manifest.json``: the public contract an app reads to run ``model.tflite`` correctly.
 
-Apps feed ``input`` as: ``float = (raw_pixel * pixel_scale - mean[c]) / std[c]`` then, for an int8
+Apps feed ``input`` as: the raw image resized to ``input.resize.size`` (H, W) with its
+``interpolation`` (PIL's bilinear on uint8 pixels: the images the model was trained and verified on
+were made so), then ``float = (raw_pixel * pixel_scale - mean[c]) / std[c]`` then, for an int8
 input, ``q = round(float / scale + zero_point)`` clamped to [-128, 127], in the stated layout; and
 read logits as ``(q - zero_point) * scale``. Keys are only ever added, never renamed.
 """
@@ -14,11 +16,23 @@ from edgedistill.data.report import DataLoadReport
 SCHEMA_VERSION = 1
 
 
-def _io(report: dict, pre: dict | None) -> dict:
+def _io(report: dict, pre: dict | None, resize: dict | None = None) -> dict:
     d = dict(report)
+    if resize is not None:
+        d["resize"] = resize
     if pre is not None:
         d["preprocessing"] = pre
     return d
+
+
+def _resize(data) -> dict:
+    """How the app brings an image to the model's input size: the student's resolution (searched
+    by select, maybe below the data's) and the one interpolation edgedistill resized with."""
+    from edgedistill.data.resize import INTERPOLATION
+
+    full = data.resized_from or data
+    return {"size": list(data.image_shape[:2]), "interpolation": INTERPOLATION, "library": "PIL Image.resize, uint8",
+            "training_data_size": list(full.image_shape[:2])}
 
 
 def _load_report(data) -> dict:
@@ -46,6 +60,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
 
     data = result.data
     pre = data.preprocessing.to_dict()
+    resize = _resize(data)
     shipped = [(a, r) for a, r in zip(result.artifacts, result.verification) if a.spec.ships]
     main_artifact, main = next((a, r) for a, r in shipped if a.spec.main)
     artifacts = {}
@@ -53,7 +68,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
         artifacts[a.name] = {
             "format": r.format,
             "precision": r.precision,
-            "input": _io(r.input, pre),
+            "input": _io(r.input, pre, resize),
             "output": r.output,
             "accuracy": r.accuracy,
             "agreement": r.agreement,
@@ -70,7 +85,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "model": main_artifact.name,
-        "input": _io(main.input, pre),
+        "input": _io(main.input, pre, resize),
         "output": {**main.output, "meaning": "logits; apply softmax for probabilities"},
         "labels": list(data.class_names),
         "labels_file": "labels.txt",

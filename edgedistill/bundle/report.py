@@ -128,8 +128,22 @@ def init_note(manifest: dict) -> str:
     return f"The student started from random weights: {init.get('reason', '')}."
 
 
+def resolution_note(manifest: dict) -> str:
+    """The input resolution the student runs at, and how the app brings an image to it."""
+    resize = manifest.get("input", {}).get("resize")
+    if not resize:
+        return ""
+    h, w = resize["size"]
+    th, tw = resize.get("training_data_size", resize["size"])
+    how = f"resize every image to {h}x{w} ({resize['interpolation']}) before normalising it"
+    if (h, w) == (th, tw):
+        return f"Input resolution {h}x{w}, the data's own: {how}."
+    return (f"Input resolution {h}x{w}, chosen by the resolution search below the data's {th}x{tw} (the "
+            f"teacher scored the full-size images): {how}.")
+
+
 def _selection_note(manifest: dict) -> list[str]:
-    notes = [n for n in (selection_note(manifest), init_note(manifest)) if n]
+    notes = [n for n in (selection_note(manifest), resolution_note(manifest), init_note(manifest)) if n]
     return ["", *notes] if notes else []
 
 

@@ -226,7 +226,7 @@ def _bundle_files(staging: Path) -> dict[str, dict]:
 def _write_verification_sample(result, path: Path, n: int = SAMPLE_IMAGES) -> None:
     """A fixed slice of the test split (raw images, labels) with each artifact's top-1 predictions
     as verified, so ``edgedistill verify BUNDLE`` can re-run parity without the original data."""
-    data = result.data
+    data = result.data.resized_from or result.data  # full-size images: verify resizes them as the app does
     n = min(n, len(data.test))
     arrays = {"images": data.test.images[:n], "labels": data.test.labels[:n]}
     for artifact, report in zip(result.artifacts, result.verification):

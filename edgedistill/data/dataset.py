@@ -12,12 +12,14 @@ no float copy of a whole split is ever made.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgedistill.data.report import DataLoadReport
+from edgedistill.data.resize import ResizedRows
 from edgedistill.data.rows import DiskRows
 
 # Rows per block when a whole split is walked for its raw bytes (hashing, statistics).
@@ -73,12 +75,13 @@ class Split:
 
     def take(self, index: np.ndarray) -> "Split":
         """The split's rows at ``index`` (on disk: a view of the same file, nothing read)."""
-        images = self.images.subset(index) if isinstance(self.images, DiskRows) else self.images[index]
+        images = self.images.subset(index) if hasattr(self.images, "subset") else self.images[index]
         return Split(images, self.labels[index])
 
     @property
     def on_disk(self) -> bool:
-        return isinstance(self.images, DiskRows)
+        images = self.images.base if isinstance(self.images, ResizedRows) else self.images  # it reads its base
+        return isinstance(images, DiskRows)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class ImageDataset:
     source: dict = field(default_factory=dict)
     # What loading did to the data (unreadable files skipped, images resized); empty when nothing.
     load_report: DataLoadReport = field(default_factory=DataLoadReport)
+    # For a view at a student's resolution (:meth:`resized`): the dataset it was resized from.
+    resized_from: "ImageDataset | None" = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -139,6 +144,27 @@ class ImageDataset:
     @property
     def on_disk(self) -> bool:
         return any(s.on_disk for s in (self.train, self.val, self.test))
+
+    def resized(self, size: tuple[int, int]) -> "ImageDataset":
+        """This dataset with every image resized to ``size`` (H, W) as it is read
+        (:class:`~edgedistill.data.resize.ResizedRows`): a student's view at its own resolution.
+        Itself when the size is already its own."""
+        from edgedistill.data.resize import INTERPOLATION
+
+        size = (int(size[0]), int(size[1]))
+        if size == self.image_shape[:2]:
+            return self
+        base = self.resized_from or self
+        if size == base.image_shape[:2]:
+            return base
+        split = lambda s: Split(ResizedRows(s.images, size), s.labels)  # noqa: E731
+        view = dataclasses.replace(self, train=split(base.train), val=split(base.val), test=split(base.test),
+                                   source={**base.source, "resized_to": {"size": list(size), "from": list(
+                                       base.image_shape[:2]), "interpolation": INTERPOLATION}},
+                                   resized_from=base)
+        digest = hashlib.sha256(f"{base.fingerprint()} resized {size} {INTERPOLATION}".encode()).hexdigest()
+        object.__setattr__(view, "_fingerprint", digest)
+        return view
 
     def fingerprint(self) -> str:
         """A content hash of every split, labels and preprocessing: keys caches and the manifest.

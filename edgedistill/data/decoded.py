@@ -100,8 +100,11 @@ def decode_split(headers, size: tuple[int, int], channels: int, on_unreadable, r
     images = None if writer is not None else np.empty((n_all, height, width, channels), dtype=np.uint8)
     labels = np.empty(n_all, dtype=np.int64)
     workers = min(4, os.cpu_count() or 1) if n_all >= _PARALLEL_FROM else 0
+    # Workers start from a fork server, not a fork of this process: by now it may hold threads
+    # (torch's, JAX's under litert-torch) whose locks a forked child would inherit mid-use.
     loader = tud.DataLoader(_Files([h[0] for h in headers], size, channels), batch_size=_BATCH,
-                            num_workers=workers, collate_fn=list)
+                            num_workers=workers, collate_fn=list,
+                            multiprocessing_context="forkserver" if workers else None)
     n = 0
     try:
         for b, batch in enumerate(loader):

@@ -134,12 +134,15 @@ def distill_chain(
     label: str = "student",
     checkpoint_dir: Path | None = None,
     progress: Callable[[str, int, int, str], None] | None = None,
+    student_size: tuple[int, int] | None = None,
 ) -> ChainResult:
     """Distil ``teacher`` -> assistant(s) -> ``student`` (trained in place) with ``weights``.
 
     Both models must be zoo models (their ``spec`` plans the assistants) unless ``assistants``
     lists the specs. Assistants train with ``assistant_cfg`` (default ``cfg``); each hop checkpoints
     under ``checkpoint_dir/hop{i}``. With no assistant needed this is a plain distillation.
+    ``student_size``: the student's resolution, when lower than the data's; the assistants train at
+    it too, so only the first hop's teacher sees the full-size images.
     """
     if assistants is None:
         t_spec, s_spec = getattr(teacher, "spec", None), getattr(student, "spec", None)
@@ -155,7 +158,8 @@ def distill_chain(
         log.info("distillation hop %d/%d: %s -> %s", i + 1, len(stages), _describe(current), _describe(model))
         hop_dir = checkpoint_dir / f"hop{i}" if checkpoint_dir is not None else None
         r = train(model, data, hop_cfg, teacher=current, weights=weights, label=hop_label,
-                  checkpoint_dir=hop_dir, progress=progress)
+                  checkpoint_dir=hop_dir, progress=progress, student_size=student_size,
+                  teacher_size=student_size if i > 0 else None)
         result.hops.append(Hop(_describe(current), _describe(model), count_parameters(current),
                                count_parameters(model), r))
         log.info("hop %d done: %s best val acc %.4f (epoch %d)", i + 1, hop_label, r.best_val_acc, r.best_epoch)

@@ -34,6 +34,7 @@ Why it is shaped this way:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import copy
 import math
 import tempfile
@@ -176,19 +177,34 @@ def train(
     label: str = "train",
     checkpoint_dir: Path | None = None,
     progress: Callable[[str, int, int, str], None] | None = None,
+    student_size: tuple[int, int] | None = None,
+    teacher_size: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; returns its history. ``progress(label, epoch, epochs, info)`` is
     called after every epoch (the CLI draws a progress bar with it). Under ``torchrun`` every
     process makes this call with the same arguments: itself, or at rank 0's word in a build.
     A teacher cache too big for memory lives in ``checkpoint_dir`` (else the system's temporary
-    folder) until the call returns."""
+    folder) until the call returns.
+
+    ``student_size`` / ``teacher_size`` (H, W): the resolution each model sees the same images at
+    (:meth:`~edgedistill.data.dataset.ImageDataset.resized`; default: the data's own). When they
+    differ, feature-level terms drop out (their maps do not pair) and so do the +-1 pixel shifts
+    (no shift is the same view at two resolutions): the teacher scores the whole image, the
+    student learns from its smaller copy of it."""
     with contextlib.ExitStack() as stack:
         scratch_dir = checkpoint_dir if checkpoint_dir is not None and checkpoint_dir.is_dir() else None
-        return _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkpoint_dir, progress)
+        t_data = data.resized(teacher_size) if teacher_size else data
+        s_data = data.resized(student_size) if student_size else data
+        return _train(stack, scratch_dir, model, s_data, t_data, cfg, teacher, weights, label, checkpoint_dir,
+                      progress)
 
 
-def _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkpoint_dir, progress) -> TrainResult:
+def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label, checkpoint_dir,
+           progress) -> TrainResult:
     weights = weights or LossWeights(ce=1.0)
+    two_sizes = t_data.image_shape != data.image_shape
+    if two_sizes:
+        cfg = dataclasses.replace(cfg, augment=False)
     ddp.init_from_env()
     rank, world = ddp.rank(), ddp.world_size()
     device = resolve_device(cfg.device)
@@ -204,6 +220,9 @@ def _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkp
     def rows(index) -> torch.Tensor:  # float inputs of training rows; raw uint8 until here
         return torch.from_numpy(data.batch("train", index))
 
+    def t_rows(index) -> torch.Tensor:  # the same rows as the teacher sees them
+        return rows(index) if not two_sizes else torch.from_numpy(t_data.batch("train", index))
+
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -218,7 +237,9 @@ def _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkp
             teacher.to(memory_format=torch.channels_last)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        criterion = DistillationLoss(teacher, model, weights, to_device(rows(slice(0, 8)), device))
+        criterion = DistillationLoss(teacher, model, weights, to_device(rows(slice(0, 8)), device),
+                                     features=not two_sizes,
+                                     no_features_because="the student trains at another resolution than the teacher")
         if world > 1:
             ddp.broadcast_state(criterion)
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion is not None else [])
@@ -236,12 +257,12 @@ def _train(stack, scratch_dir, model, data, cfg, teacher, weights, label, checkp
     cache_dir = None
     if teacher is not None and n_train:
         views = N_VIEWS if cfg.augment else 1
-        need_mb = teacher_cache_mb(teacher, t_paths, to_device(rows(slice(0, 2)), device), n_train, views)
+        need_mb = teacher_cache_mb(teacher, t_paths, to_device(t_rows(slice(0, 2)), device), n_train, views)
         if views == 1 or need_mb <= cfg.cache_limit_mb:
             if need_mb > cfg.cache_memory_mb:
                 cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="teacher-cache-", dir=scratch_dir))
-            cache = TeacherCache(teacher, t_paths, n_train, lambda a, b: rows(slice(a, b)), views, fill, device,
-                                 use_bf16, store=Path(cache_dir) if cache_dir else None, chunk=data.block_rows())
+            cache = TeacherCache(teacher, t_paths, n_train, lambda a, b: t_rows(slice(a, b)), views, fill, device,
+                                 use_bf16, store=Path(cache_dir) if cache_dir else None, chunk=t_data.block_rows())
 
     result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world,
                          batch_per_rank=batch, lr=cfg.lr)

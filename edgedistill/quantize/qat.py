@@ -97,13 +97,16 @@ def qat_finetune(
     weights: LossWeights | None = None,
     *,
     teacher: nn.Module | None = None,
+    student_size: tuple[int, int] | None = None,
 ) -> tuple[torch.fx.GraphModule, object, QATResult]:
     """Return (converted int8 reference graph, the quantizer, metrics). ``teacher_logits`` are the
     teacher's logits on the un-augmented training split (None: the terms that need them drop out).
     ``weights``: the build's loss (default: the default recipe, ce=0.5,kd=0.5,T=4); its logit-level
     terms train the graph (:func:`qat_loss`). ``teacher`` tells which form of RKD the build ran
     (without it, RKD runs on the logits). Under ``torchrun`` every rank makes this call (in a
-    build, at rank 0's word)."""
+    build, at rank 0's word). ``student_size`` (H, W): the student's resolution, when it is not
+    the data's (the teacher's logits are then those of the full-size images)."""
+    data = data.resized(student_size) if student_size else data
     from torchao.quantization.pt2e import (
         allow_exported_model_train_eval,
         move_exported_model_to_eval,

@@ -10,8 +10,14 @@ channels or embedding). Each candidate gets, without exporting anything:
 - latency: the target's calibrated :class:`~edgedistill.hardware.latency_model.LatencyModel`;
 - peak memory: arena estimate = the largest input + output activation pair of any kernel + weights.
 
-Selection takes the highest-capacity candidate that fits every budget; the capacity proxy is the
-parameter count, then FLOPs. A teacher outside the zoo that :mod:`edgedistill.teacher.recognise`
+Selection takes the highest-capacity candidate that fits every budget. For small inputs (up to
+32 px) the capacity proxy is the parameter count, then FLOPs. Above 32 px the input resolution is
+searched too (:func:`search_resolutions`: the data's own and the rungs of 224/192/160/128/96 px
+below it, down to 40% of its side): each spec is priced at each resolution, and the proxy is FLOPs,
+then parameters, because at real resolution accuracy follows the multiply-adds whichever way they
+are spent: in MobileNetV2's published ImageNet table 1.0 @128 px (99 MMACs) scores 65.3% and 0.5
+@224 (97 MMACs) 65.4%, 1.0 @96 (56 MMACs) and 0.35 @224 (59 MMACs) both 60.3% (Sandler et al.
+2018). A teacher outside the zoo that :mod:`edgedistill.teacher.recognise`
 recognises (torchvision's ResNet layout, EfficientNet-Lite) is shrunk as the zoo family it maps
 onto; any other gets candidates from the zoo's most target-friendly family, the inverted-residual
 one (``mobilenet``: depthwise-separable convs with linear bottlenecks), shrunk from
@@ -34,6 +40,31 @@ TFLITE_BYTES_PER_CHANNEL = 25.8
 TFLITE_BYTES_PER_LAYER = 866.0
 TFLITE_BYTES_FIXED = 135.0
 CAPACITY_RULE = "highest capacity (parameters, then FLOPs) whose predicted latency, size and peak memory fit"
+RESOLUTION_RULE = ("highest capacity (FLOPs at its resolution, then parameters) over the searched input resolutions "
+                   "whose predicted latency, size and peak memory fit")
+RESOLUTION_LADDER = (224, 192, 160, 128, 96)
+MIN_RESOLUTION_SHARE = 0.4  # lowest searched side, as a share of the data's
+
+
+def search_resolutions(hw: tuple[int, int]) -> list[tuple[int, int]]:
+    """The input sizes (H, W) a student may run at: the data's own first, then each ladder rung
+    below its shorter side and at least ``MIN_RESOLUTION_SHARE`` of it, the aspect ratio kept.
+    Small inputs (up to 32 px) are not searched."""
+    from edgedistill.models.staged import SMALL_INPUT
+
+    h, w = int(hw[0]), int(hw[1])
+    if max(h, w) <= SMALL_INPUT:
+        return [(h, w)]
+    side = min(h, w)
+    out = [(h, w)]
+    for rung in RESOLUTION_LADDER:
+        if MIN_RESOLUTION_SHARE * side <= rung < side:
+            out.append((round(h * rung / side), round(w * rung / side)))
+    return out
+
+
+def _capacity(c: "Candidate") -> tuple:
+    return (c.flops, c.params) if c.by_flops else (c.params, c.flops)
 
 
 @dataclass
@@ -49,14 +80,18 @@ class Candidate:
     measured_latency_ms: float | None = None
     # latency-model features per precision, so re-prediction after a refit needs no new trace
     features: dict = field(default_factory=dict, repr=False)
+    # (H, W) the student runs at when it is below the data's (None: the data's own)
+    resolution: tuple[int, int] | None = None
+    by_flops: bool = False  # ranked by FLOPs first (the resolution search; see the module docstring)
 
     @property
     def name(self) -> str:
-        return self.spec.describe() if hasattr(self.spec, "describe") else str(self.spec)
+        name = self.spec.describe() if hasattr(self.spec, "describe") else str(self.spec)
+        return name if self.resolution is None else f"{name} @{self.resolution[0]}x{self.resolution[1]}"
 
     @property
     def key(self) -> str:
-        return spec_key(self.spec)
+        return spec_key(self.spec) + ("" if self.resolution is None else f"@{self.resolution}")
 
     @property
     def tag(self) -> str:
@@ -114,32 +149,41 @@ def _default_latency_model(target: Target):
 
 def evaluate_candidates(
     teacher_spec, input_shape: tuple[int, int, int], target: Target, teacher_params: int, min_ratio: float,
-    latency_model=None, precision: str | None = None,
+    latency_model=None, precision: str | None = None, resolutions: list[tuple[int, int]] | None = None,
 ) -> list[Candidate]:
-    """Every shrunk spec with its cost and whether it fits; ``input_shape`` is (C, H, W).
+    """Every shrunk spec at every searched resolution (``resolutions``, default
+    :func:`search_resolutions`) with its cost and whether it fits; ``input_shape`` is (C, H, W).
 
     ``latency_model``: the target's model [default: :func:`_default_latency_model`]; latency is not
     predicted (nor used to exclude) only when it has no coefficients for the precision. Sorted
     highest capacity first.
     """
     from edgedistill.hardware.cost import trace_cost
+    from edgedistill.models.staged import SMALL_INPUT
 
     precision = precision or target.precision
     model_for_latency = latency_model if latency_model is not None else _default_latency_model(target)
+    native = (int(input_shape[1]), int(input_shape[2]))
+    sizes = search_resolutions(native) if resolutions is None else list(resolutions)
+    by_flops = max(native) > SMALL_INPUT
     out = []
     for spec in shrink_specs(teacher_spec):
         model = create_model(spec)
         params = count_parameters(model)
-        cost = trace_cost(model, input_shape)
-        cand = Candidate(spec, params, count_flops(model, input_shape), predicted_size_kb(model, precision))
-        cand.features = {p: cost.features(p) for p in ("int8", "fp32")}
-        cand.predicted_peak_memory_mb = cost.peak_memory_bytes(precision) / 2**20
-        if model_for_latency is not None and precision in model_for_latency.coefficients:
-            cand.predicted_latency_ms = model_for_latency.predict_features(
-                cost.features(precision), precision, target.threads)
-        _judge(cand, target, teacher_params, min_ratio)
-        out.append(cand)
-    out.sort(key=lambda c: (c.params, c.flops), reverse=True)
+        size_kb = predicted_size_kb(model, precision)
+        for hw in sizes:
+            shape = (input_shape[0], *hw)
+            cost = trace_cost(model, shape)
+            cand = Candidate(spec, params, count_flops(model, shape), size_kb,
+                             resolution=None if tuple(hw) == native else tuple(hw), by_flops=by_flops)
+            cand.features = {p: cost.features(p) for p in ("int8", "fp32")}
+            cand.predicted_peak_memory_mb = cost.peak_memory_bytes(precision) / 2**20
+            if model_for_latency is not None and precision in model_for_latency.coefficients:
+                cand.predicted_latency_ms = model_for_latency.predict_features(
+                    cost.features(precision), precision, target.threads)
+            _judge(cand, target, teacher_params, min_ratio)
+            out.append(cand)
+    out.sort(key=_capacity, reverse=True)
     return out
 
 
@@ -204,14 +248,17 @@ def zoo_teacher_spec(teacher, input_shape: tuple[int, int, int], num_classes: in
 
 
 def select_student(teacher_spec, input_shape: tuple[int, int, int], target: Target, teacher_params: int,
-                   min_ratio: float, latency_model=None, note: str = "") -> Selection:
+                   min_ratio: float, latency_model=None, note: str = "",
+                   resolutions: list[tuple[int, int]] | None = None) -> Selection:
     """Rank the candidates and choose the highest-capacity one that fits (None when none does)."""
     lm = latency_model if latency_model is not None else _default_latency_model(target)
-    cands = evaluate_candidates(teacher_spec, input_shape, target, teacher_params, min_ratio, latency_model=lm)
+    cands = evaluate_candidates(teacher_spec, input_shape, target, teacher_params, min_ratio, latency_model=lm,
+                                resolutions=resolutions)
     chosen = next((c for c in cands if c.fits), None)
     lm_note = lm.describe(target.name)
     name = teacher_spec.describe() if hasattr(teacher_spec, "describe") else str(teacher_spec)
-    return Selection(target.name, name, cands, chosen, note=note, latency_model=lm_note)
+    rule = RESOLUTION_RULE if cands and cands[0].by_flops else CAPACITY_RULE
+    return Selection(target.name, name, cands, chosen, rule=rule, note=note, latency_model=lm_note)
 
 
 def next_choice(candidates: list[Candidate], measured: dict[str, float], budget_ms: float,
@@ -241,5 +288,5 @@ def next_choice(candidates: list[Candidate], measured: dict[str, float], budget_
         else:
             c.fits, c.why_not = True, ""
             pool.append(c)
-    pool.sort(key=lambda c: (c.params, c.flops), reverse=True)
+    pool.sort(key=_capacity, reverse=True)
     return pool[0] if pool else None

@@ -3,6 +3,7 @@ and training settings, the run directory and the progress reporter."""
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import dataclass, field
 
@@ -47,16 +48,35 @@ class BuildContext:
     # the zoo model the student's weights are sliced from: the teacher itself, or the twin a
     # recognised teacher was mapped onto (edgedistill.teacher.recognise)
     seed_teacher: object = None
-    _teacher_logits: object = field(default=None, repr=False)
+    # The data as the teacher sees it, when ``data`` is a student's view at a lower resolution
+    # (:meth:`at_resolution`); None: ``data`` itself.
+    teacher_data: ImageDataset | None = None
+    _memo: dict = field(default_factory=dict, repr=False)  # shared by every view of this build
+
+    @property
+    def full_data(self) -> ImageDataset:
+        return self.teacher_data if self.teacher_data is not None else self.data
+
+    @property
+    def student_size(self) -> tuple[int, int] | None:
+        """The student's (H, W) when it is not the data's, else None."""
+        return tuple(self.data.image_shape[:2]) if self.teacher_data is not None else None
+
+    def at_resolution(self, size) -> "BuildContext":
+        """This build as a student at ``size`` (H, W) sees it: ``data`` resized (None: as it is)."""
+        full = self.full_data
+        if size is None or tuple(size) == full.image_shape[:2]:
+            return dataclasses.replace(self, data=full, teacher_data=None)
+        return dataclasses.replace(self, data=full.resized(tuple(size)), teacher_data=full)
 
     def teacher_train_logits(self):
-        """The teacher's logits on the un-augmented training split, computed once per build (every
-        round's QAT reads them), a batch at a time."""
-        if self._teacher_logits is None:
+        """The teacher's logits on the un-augmented, full-size training split, computed once per
+        build (every round's QAT reads them), a batch at a time."""
+        if "teacher_logits" not in self._memo:
             from edgedistill.distill.trainer import predict_split
 
-            self._teacher_logits = predict_split(self.teacher, self.data, "train")
-        return self._teacher_logits
+            self._memo["teacher_logits"] = predict_split(self.teacher, self.full_data, "train")
+        return self._memo["teacher_logits"]
 
     def warn(self, message: str) -> None:
         """Said loudly now, and kept in the manifest and at the top of both reports."""

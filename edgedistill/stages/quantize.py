@@ -65,8 +65,8 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
         except TypeError:
             pass  # a result of another version: quantize again
     stage.begin()
-    converted, quantizer, qat = qat_finetune(student_model, data, ctx.teacher_train_logits(), qcfg, weights,
-                                             teacher=ctx.teacher)
+    converted, quantizer, qat = qat_finetune(student_model, ctx.full_data, ctx.teacher_train_logits(), qcfg, weights,
+                                             teacher=ctx.teacher, student_size=ctx.student_size)
     np.save(stage.dir / REFERENCE_LOGITS, predict_split(converted, data, "test").numpy())
     inputs = ExportInputs(sample=torch.from_numpy(data.batch("train", slice(0, 4))), dynamic_batch=family_of(student_model.spec).dynamic_batch,
                           converted=converted, quantizer=quantizer)

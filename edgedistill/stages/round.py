@@ -30,6 +30,7 @@ class RoundResult:
     verification: list[ArtifactReport]  # in artifact order, the main artifact first
     benchmarks: dict[str, Measurement]  # by artifact name
     inputs: dict  # the stage key's inputs the scratch baseline shares (run-directory keys only)
+    ctx: BuildContext  # the build as this student sees it (its resolution's data)
 
     @property
     def artifacts(self) -> list[Artifact]:
@@ -45,12 +46,16 @@ class RoundResult:
 
 def stage_inputs(ctx: BuildContext, candidate) -> dict:
     """What every stage of this student depends on, for its run-directory key."""
-    return {"data": ctx.data.fingerprint(), "teacher": ctx.teacher_info.key, "student": spec_to_dict(candidate.spec),
-            "train": dataclasses.asdict(ctx.train_cfg), "init_from_teacher": ctx.cfg.init_from_teacher,
-            "edgedistill": __version__, "torch": torch.__version__}
+    inputs = {"data": ctx.full_data.fingerprint(), "teacher": ctx.teacher_info.key,
+              "student": spec_to_dict(candidate.spec), "train": dataclasses.asdict(ctx.train_cfg),
+              "init_from_teacher": ctx.cfg.init_from_teacher, "edgedistill": __version__, "torch": torch.__version__}
+    if getattr(candidate, "resolution", None) is not None:
+        inputs["resolution"] = list(candidate.resolution)
+    return inputs
 
 
 def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
+    ctx = ctx.at_resolution(getattr(candidate, "resolution", None))
     cfg, rep, tag = ctx.cfg, ctx.rep, candidate.tag
     inputs = stage_inputs(ctx, candidate)
     prefix = f"round {round_no}: " if round_no > 1 else ""
@@ -59,8 +64,9 @@ def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
               f"({count_parameters(ctx.teacher):,}), loss {loss}")
     student, student_model = train_student(
         ctx.rd, f"{tag}/distill", {**inputs, "loss": loss, "assistant_ratio": cfg.assistant_ratio},
-        candidate.spec, ctx.data, ctx.train_cfg, ctx.teacher, ctx.weights, rep, label="distill",
+        candidate.spec, ctx.full_data, ctx.train_cfg, ctx.teacher, ctx.weights, rep, label="distill",
         assistant_ratio=cfg.assistant_ratio, init_from_teacher=cfg.init_from_teacher, seed_teacher=ctx.seed_teacher,
+        student_size=ctx.student_size,
     )
     qat_names = ", ".join(a.name for a in artifact_specs("qat"))
     rep.stage("quantize", f"quantization-aware fine-tuning ({cfg.qat_epochs} epochs, the build's loss on logits), "
@@ -74,4 +80,4 @@ def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
     rep.stage("verify", "accuracy, agreement with the torch reference, and each backend's checks")
     verification = verify_stage(ctx, qat, export)
     benchmarks = bench_stage(ctx, qat.artifacts() + export.artifacts(), candidate.spec)
-    return RoundResult(student, student_model, qat, export, verification, benchmarks, inputs)
+    return RoundResult(student, student_model, qat, export, verification, benchmarks, inputs, ctx)

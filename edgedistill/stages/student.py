@@ -55,10 +55,12 @@ def weights_digest(rd: RunDir, tag: str) -> str:
 def train_student(
     rd: RunDir, stage_name: str, inputs: dict, spec, data: ImageDataset, cfg: TrainConfig,
     teacher, weights: LossWeights, rep: Reporter, *, label: str, assistant_ratio: float = float("inf"),
-    init_from_teacher: bool = False, seed_teacher=None,
+    init_from_teacher: bool = False, seed_teacher=None, student_size: tuple[int, int] | None = None,
 ) -> tuple[StudentResult, torch.nn.Module]:
     """Distil (or, without a teacher, train) a student of ``spec``. ``seed_teacher``: the zoo model
-    its initial weights are sliced from when ``init_from_teacher`` (default: the teacher)."""
+    its initial weights are sliced from when ``init_from_teacher`` (default: the teacher).
+    ``data`` is the full-size data; ``student_size`` (H, W) the student's own resolution, if lower."""
+    s_data = data.resized(student_size) if student_size else data
     stage = rd.stage(stage_name, inputs)
     stored = stage.load(files=(WEIGHTS_FILE,))
     if stored is not None:
@@ -81,7 +83,7 @@ def train_student(
         from edgedistill.models.init import init_student_from_teacher
 
         # DistilBERT-style head start: evenly spaced blocks, most important channels/heads.
-        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(data.batch("train", slice(0, min(512, 4 * data.block_rows())))))
+        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(s_data.batch("train", slice(0, min(512, 4 * s_data.block_rows())))))
         if seed is not teacher:
             init_report["source"] = "the zoo twin of the recognised teacher (its weights, renamed)"
         if init_report.get("initialised"):
@@ -94,7 +96,7 @@ def train_student(
         from edgedistill.distill.assistant import distill_chain
 
         chain = distill_chain(teacher, model, data, cfg, weights, ratio_threshold=assistant_ratio, label=label,
-                              checkpoint_dir=stage.dir, progress=rep.epoch)
+                              checkpoint_dir=stage.dir, progress=rep.epoch, student_size=student_size)
         assistants = [a.describe() if hasattr(a, "describe") else str(a) for a in chain.assistants]
         rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x: distilled through "
                  f"assistant(s) {', '.join(assistants)}")
@@ -104,11 +106,11 @@ def train_student(
             rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x, but the teacher is not of the "
                      "student's family: no assistant can be shaped between them; distilling directly")
         history = train(model, data, cfg, teacher=teacher, weights=weights, label=label,
-                        checkpoint_dir=stage.dir, progress=rep.epoch)
+                        checkpoint_dir=stage.dir, progress=rep.epoch, student_size=student_size)
     save_file(model.state_dict(), str(stage.dir / WEIGHTS_FILE))
     result = StudentResult(
         spec=spec_to_dict(spec), params=count_parameters(model), val_acc=history.best_val_acc,
-        test_acc=evaluate_split(model, data, "test"), train=history, weights_file=WEIGHTS_FILE,
+        test_acc=evaluate_split(model, s_data, "test"), train=history, weights_file=WEIGHTS_FILE,
         assistants=assistants, init=init_report,
     )
     stage.save(dataclasses.asdict(result))

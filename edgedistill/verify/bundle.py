@@ -185,6 +185,16 @@ def _read_sample(bundle: Path, report: VerifyReport, intact: set[str]) -> dict |
     return sample
 
 
+def _resized(images, entry: dict):
+    """The sample images brought to the manifest's ``input.resize.size``, as an app does."""
+    from edgedistill.data.resize import resize_images
+
+    size = (entry["input"].get("resize") or {}).get("size")
+    if size is None or tuple(images.shape[1:3]) == tuple(size):
+        return images
+    return resize_images(images, tuple(size))
+
+
 def _manifest_specs(entry: dict):
     from edgedistill.data.dataset import Preprocessing
     from edgedistill.backends.io import TensorSpec
@@ -239,7 +249,8 @@ def _check_artifact(bundle: Path, name: str, entry: dict, sample: dict | None, r
                    "predictions were stored): parity cannot be re-checked; rebuild the bundle")
         return
     try:
-        logits = from_model_output(model.run(to_model_input(sample["images"], pre, in_spec)), out_spec)
+        logits = from_model_output(model.run(to_model_input(_resized(sample["images"], entry), pre, in_spec)),
+                                   out_spec)
     except Exception as exc:
         report.add(name, "parity", False, f"fails on {SAMPLE} fed as the manifest says: {exc}")
         return
