@@ -100,11 +100,11 @@ def decode_split(headers, size: tuple[int, int], channels: int, on_unreadable, r
     images = None if writer is not None else np.empty((n_all, height, width, channels), dtype=np.uint8)
     labels = np.empty(n_all, dtype=np.int64)
     workers = min(4, os.cpu_count() or 1) if n_all >= _PARALLEL_FROM else 0
-    # Workers start from a fork server, not a fork of this process: by now it may hold threads
-    # (torch's, JAX's under litert-torch) whose locks a forked child would inherit mid-use.
+    # Forked workers (torch's default on Linux): a fork server or spawn would re-import the caller's
+    # __main__, which breaks any script without a main guard. A worker only decodes with PIL and
+    # numpy, never touching the parent's torch or JAX thread pools, so their locks cannot bite it.
     loader = tud.DataLoader(_Files([h[0] for h in headers], size, channels), batch_size=_BATCH,
-                            num_workers=workers, collate_fn=list,
-                            multiprocessing_context="forkserver" if workers else None)
+                            num_workers=workers, collate_fn=list)
     n = 0
     try:
         for b, batch in enumerate(loader):

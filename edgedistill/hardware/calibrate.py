@@ -60,14 +60,15 @@ def spec_hash(spec: Any, input_shape: tuple[int, ...]) -> str:
 def _ptq(model: torch.nn.Module, calib: torch.Tensor):
     """PT2E post-training quantization (per-channel symmetric weights), as the QAT path but without
     training: enough for latency, which depends on the graph, not on the learned values."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     from edgedistill.quantize import litert_patch
+    from edgedistill.quantize.clamp_fusion import clamp_fusing_quantizer
 
     litert_patch.install()
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=False))
+    quantizer = clamp_fusing_quantizer(get_symmetric_quantization_config(is_per_channel=True, is_qat=False))
     graph = torch.export.export(model.eval(), (calib[:1],)).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():

@@ -64,9 +64,13 @@ class QATResult:
 
 
 def make_quantizer():
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    """litert-torch's PT2E quantizer (per-channel symmetric weights, QAT), which also quantizes
+    conv + ReLU6 as one op (:mod:`edgedistill.quantize.clamp_fusion`)."""
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
 
-    return PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    from edgedistill.quantize.clamp_fusion import clamp_fusing_quantizer
+
+    return clamp_fusing_quantizer(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
 
 
 def batch_dim() -> torch.export.Dim:
