@@ -59,6 +59,13 @@ class DeviceError(EdgeDistillError):
     exit_code = EXIT_DEVICE
 
 
+class ExportError(EdgeDistillError):
+    """A converter (litert-torch, onnx) failed on a model edgedistill built: a bug, ours or upstream's;
+    the message names the artifact and where the traceback was kept."""
+
+    exit_code = EXIT_INTERNAL
+
+
 class RankMismatchError(InputError):
     """A rank of a multi-process build loaded other inputs than rank 0."""
 

@@ -54,6 +54,31 @@ def test_a_new_backend_is_one_registered_class(monkeypatch):
         registry.register_backend(ToyBackend)
 
 
+def test_a_converter_crash_is_one_clear_error_with_its_traceback_kept(monkeypatch, tmp_path):
+    from edgedistill.errors import EXIT_INTERNAL, ExportError
+
+    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
+    crash = ArtifactSpec(name="model.crash", backend="crash", precision="fp32", layout="NCHW", source="float",
+                         reference="fp32", min_agreement=0.99)
+
+    @registry.register_backend
+    class CrashBackend(registry.Backend):
+        name = "crash"
+        suffix = ".crash"
+
+        def artifacts(self):
+            return [crash]
+
+        def export(self, spec, inputs, path):
+            raise RuntimeError("Dimension size after padding is not at least 0\n  (deep converter detail)")
+
+    with pytest.raises(ExportError, match="model.crash failed in the crash converter: RuntimeError: Dimension") as err:
+        registry.export_artifacts([crash], registry.ExportInputs(sample=None, dynamic_batch=True), tmp_path)
+    assert err.value.exit_code == EXIT_INTERNAL and "model.crash.export-error.txt" in err.value.hint
+    assert "deep converter detail" in (tmp_path / "model.crash.export-error.txt").read_text()
+    assert not (tmp_path / "model.crash").exists()
+
+
 def test_an_artifact_spec_refuses_an_unknown_reference_or_source():
     with pytest.raises(ValueError, match="reference"):
         ArtifactSpec("m.x", "x", "fp32", "NCHW", "float", "teacher", 0.9)

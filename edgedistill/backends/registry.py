@@ -15,6 +15,7 @@ import numpy as np
 
 from edgedistill.artifacts import ArtifactSpec
 from edgedistill.backends.io import RuntimeModel
+from edgedistill.errors import EdgeDistillError, ExportError
 
 
 @dataclass
@@ -111,8 +112,23 @@ def export_artifacts(specs: list[ArtifactSpec], inputs: ExportInputs, folder: Pa
     earlier one's file through ``inputs.exported`` (the int8 .onnx quantizes the fp32 .onnx)."""
     for spec in specs:
         path = Path(folder) / spec.name
-        backend(spec.backend).export(spec, inputs, path)
+        try:
+            backend(spec.backend).export(spec, inputs, path)
+        except EdgeDistillError:
+            raise
+        except Exception as exc:  # a converter's crash: one clear line, the traceback kept in a file
+            raise _export_error(spec, exc, Path(folder)) from exc
         inputs.exported[spec.name] = path
+
+
+def _export_error(spec: ArtifactSpec, exc: Exception, folder: Path) -> ExportError:
+    import traceback
+
+    log = folder / f"{spec.name}.export-error.txt"
+    log.write_text("".join(traceback.format_exception(exc)))
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return ExportError(f"exporting {spec.name} failed in the {spec.backend} converter: {type(exc).__name__}: {first}",
+                       hint=f"the traceback is in {log}; please report it with that file")
 
 
 def artifact_specs(source: str | None = None) -> list[ArtifactSpec]:
