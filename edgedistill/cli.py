@@ -73,7 +73,8 @@ def build(
     qat_epochs: Annotated[Optional[int], typer.Option(min=1, help="Quantization-aware fine-tuning epochs [default: 4].")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=2, help="Global batch of the student and scratch training (the built-in teacher has its own recipe): under torchrun each process takes its share [default: 64].")] = None,
     lr: Annotated[Optional[float], typer.Option(min=1e-9, help="Peak learning rate of the student and scratch training (one-cycle schedule) [default: 0.003].")] = None,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random +-1 pixel shifts, the same view for teacher and student [default: the recipe's].")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Augment, the same view for teacher and student: random +-1 pixel shifts up to 32 px, random-resized crops above [default: the recipe's].")] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="With --augment above 32 px, mirror half the crops left-right (off for data where a mirror changes the class) [default: on].")] = None,
     assistant_ratio: Annotated[Optional[float], typer.Option(help="Distil through teacher assistants when teacher/student parameters exceed this ratio [default: 50].")] = None,
     scratch: Annotated[Optional[bool], typer.Option("--scratch/--no-scratch", help="Also train the student from labels alone, for comparison [default: on].")] = None,
     device: Annotated[Optional[str], typer.Option(help="Training device: auto, cpu, cuda, cuda:N [default: auto].")] = None,
@@ -112,7 +113,7 @@ def build(
         "teacher_epochs": teacher_epochs, "qat_epochs": qat_epochs, "scratch_baseline": scratch,
         "batch_size": batch_size, "lr": lr, "sync_batchnorm": sync_batchnorm, "arm_board": arm_board,
         "arm_tolerance_steps": arm_tolerance_steps,
-        "augment": augment, "assistant_ratio": assistant_ratio,
+        "augment": augment, "flip": flip, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
         "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
         # The budget flags are also gates on the measured result.

@@ -41,6 +41,7 @@ class BuildConfig:
     batch_size: int = 64
     lr: float = 3e-3
     augment: bool | None = None  # None: the default recipe's choice
+    flip: bool = True  # with augment above 32 px: mirror half the crops
     assistant_ratio: float = 50.0  # teacher/student parameter ratio above which assistants bridge the gap
     init_from_teacher: bool = True  # start the student from the teacher's weights where shapes allow
     scratch_baseline: bool = True

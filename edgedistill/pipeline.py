@@ -120,7 +120,8 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     ctx = BuildContext(
         cfg=cfg, target=target, data=data, teacher=teacher, teacher_info=teacher_info, weights=weights,
         train_cfg=TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                              augment=augment, device=cfg.device, sync_batchnorm=cfg.sync_batchnorm),
+                              augment=augment, flip=cfg.flip, device=cfg.device,
+                              sync_batchnorm=cfg.sync_batchnorm),
         device=cfg.bench_device or target.default_device or "local", rd=rd, rep=rep,
         seed_teacher=recognised.twin if recognised is not None and recognised.twin is not None else teacher,
     )

@@ -42,7 +42,8 @@ def main() -> int:
         from safetensors.torch import save_file
 
         from edgedistill.data.load import load_dataset
-        from edgedistill.distill.trainer import TrainConfig, evaluate_split, train
+        from edgedistill.distill.evaluation import evaluate_split
+        from edgedistill.distill.trainer import TrainConfig, train
         from example_teacher import build as build_teacher
         from make_imagefolder import make_imagefolder
 

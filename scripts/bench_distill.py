@@ -38,7 +38,8 @@ from edgedistill.data.digits import load_digits_dataset  # noqa: E402
 from edgedistill.distill.assistant import distill_chain, plan_assistants, spec_parameters  # noqa: E402
 from edgedistill.distill.losses import LossWeights  # noqa: E402
 from edgedistill.distill.recipe import DEFAULT_INIT_FROM_TEACHER, apply_overrides, default_recipe  # noqa: E402
-from edgedistill.distill.trainer import TrainConfig, evaluate, train  # noqa: E402
+from edgedistill.distill.evaluation import evaluate  # noqa: E402
+from edgedistill.distill.trainer import TrainConfig, train  # noqa: E402
 from edgedistill.streams import stdout_to_stderr  # noqa: E402
 from edgedistill.models.base import create_model  # noqa: E402
 from edgedistill.models.init import init_student_from_teacher  # noqa: E402

@@ -45,7 +45,7 @@ def finetune(data_path: Path, size: int, epochs: int, out: Path, batch_size: int
     from safetensors.torch import save_file
 
     from edgedistill.data.load import load_dataset
-    from edgedistill.distill.trainer import evaluate_split
+    from edgedistill.distill.evaluation import evaluate_split
 
     data = load_dataset(data_path, image_size=(size, size), channels=3)
     model = build(data.num_classes)

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from edgedistill.data.load import load_dataset
 from edgedistill.data.resize import resize_images
 from edgedistill.distill.losses import LossWeights
-from edgedistill.distill.trainer import TrainConfig, evaluate_split, train
+from edgedistill.distill.evaluation import evaluate_split
+from edgedistill.distill.trainer import TrainConfig, train
 from edgedistill.hardware.targets import load_target
 from edgedistill.models import create_model
 from edgedistill.models.resnet import ResNetSpec
@@ -100,7 +101,7 @@ def test_a_student_trains_at_its_resolution_against_the_teacher_at_full_size(wor
     _, data, teacher = workspace
     torch.manual_seed(1)
     student = create_model(_spec())
-    res = train(student, data, TrainConfig(epochs=2, batch_size=16, augment=True), teacher=teacher,
+    res = train(student, data, TrainConfig(epochs=2, batch_size=16), teacher=teacher,
                 weights=LossWeights(ce=0.5, kd=0.5, hint=0.5), student_size=(96, 96))
     assert res.teacher_cached and set(res.history[0].parts) == {"ce", "kd"}  # the hint drops out
     small = data.resized((96, 96))
@@ -146,3 +147,41 @@ def test_a_build_at_a_searched_resolution_ships_the_resize_and_verify_replays_it
                            text=True, timeout=CLI_TIMEOUT_S)
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
     assert "parity" in check.stdout
+
+
+def test_crop_views_are_affine_boxes_inside_the_image_and_a_flip_mirrors():
+    from edgedistill.distill.batches import CROP_SCALE, crop_views, draw_crops
+
+    theta = draw_crops(500, torch.Generator().manual_seed(0))
+    w, h = theta[:, 0, 0].abs(), theta[:, 1, 1]
+    assert torch.all(w + theta[:, 0, 2].abs() <= 1 + 1e-6) and torch.all(h + theta[:, 1, 2].abs() <= 1 + 1e-6)
+    area = w * h
+    assert area.min() >= CROP_SCALE[0] * 0.99 and area.max() <= 1.0 + 1e-6
+    assert 0.4 < float((theta[:, 0, 0] < 0).float().mean()) < 0.6  # half of them flipped
+    assert torch.all(draw_crops(50, torch.Generator().manual_seed(0), flip=False)[:, 0, 0] > 0)
+    x = torch.rand(2, 3, 16, 16)
+    identity = torch.eye(2, 3).expand(2, 2, 3).clone()
+    torch.testing.assert_close(crop_views(x, identity), x, atol=1e-5, rtol=0)
+    mirror = identity.clone()
+    mirror[:, 0, 0] = -1
+    torch.testing.assert_close(crop_views(x, mirror), x.flip(-1), atol=1e-5, rtol=0)
+    assert crop_views(x, None, (8, 8)).shape == (2, 3, 8, 8)
+
+
+def test_above_32_px_augment_crops_one_view_for_both_models_with_the_teacher_online(workspace, monkeypatch):
+    from edgedistill.distill import trainer
+
+    _, data, teacher = workspace
+    seen = []
+    original = trainer.teacher_outputs
+
+    def spy(model, paths, x, use_bf16):
+        seen.append(x.shape)
+        return original(model, paths, x, use_bf16)
+
+    monkeypatch.setattr(trainer, "teacher_outputs", spy)
+    torch.manual_seed(2)
+    res = train(create_model(_spec()), data, TrainConfig(epochs=1, batch_size=32, augment=True), teacher=teacher,
+                weights=LossWeights(ce=0.5, kd=0.5), student_size=(96, 96))
+    assert not res.teacher_cached and res.history[0].loss > 0
+    assert seen and all(tuple(s[2:]) == (SIZE, SIZE) for s in seen)  # the teacher scores the full-size view

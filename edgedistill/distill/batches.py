@@ -7,7 +7,11 @@ GIL, so the next batch is ready when the step ends.
 
 A shift of -1..1 pixels along each axis is one of nine views, numbered dy * 3 + dx (view 4 is the
 image itself). Because there are only nine, the teacher's outputs for all of them can be cached
-(:mod:`edgedistill.distill.teacher_cache`) and the student's view looked up.
+(:mod:`edgedistill.distill.teacher_cache`) and the student's view looked up. That is the small-image
+augmentation (up to 32 px). Above it a view is a random-resized crop with an optional horizontal
+flip (:func:`draw_crops`): an affine map of the image, sampled at the teacher's resolution and, for
+a student at a lower one, that same view downscaled (antialiased), so both score one view; there
+are too many to cache, and the teacher runs online on each batch.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from __future__ import annotations
 import queue
 import threading
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 N_VIEWS = 9
+CROP_SCALE = (0.35, 1.0)  # share of the image's area a crop keeps (Inception-style; 0.08 is for ImageNet from scratch)
+CROP_RATIO = (3 / 4, 4 / 3)
 
 
 def draw_views(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -37,6 +45,36 @@ def shift_views(x: torch.Tensor, views: torch.Tensor, fill: float | None = None)
     idx_n = torch.arange(n)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]]
     return canonical(out.permute(0, 3, 1, 2))
+
+
+def draw_crops(n: int, gen: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """``n`` random-resized-crop views as affine maps ``(n, 2, 3)`` of normalised coordinates: a box
+    of ``CROP_SCALE`` of the area and ``CROP_RATIO`` aspect, inside the image, mirrored left-right
+    half of the time when ``flip``."""
+    area = torch.empty(n).uniform_(*CROP_SCALE, generator=gen)
+    log_ratio = torch.empty(n).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator=gen)
+    w = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)  # half-extents in [-1, 1] units
+    h = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - w)
+    cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - h)
+    sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if flip else torch.ones(n)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    return theta
+
+
+def crop_views(x: torch.Tensor, theta: torch.Tensor | None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Each image of ``x`` (N, C, H, W) seen through its view ``theta`` (None: as it is), at its own
+    size, then (for another ``size``) resized to ``size`` with antialiasing."""
+    n, c, h, w = x.shape
+    out = x
+    if theta is not None:
+        grid = F.affine_grid(theta.to(x.dtype), [n, c, h, w], align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if size is not None and tuple(size) != (h, w):
+        out = F.interpolate(out, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+    return canonical(out)
 
 
 def canonical(x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +110,8 @@ def prefetched(steps: list, load, pin: bool = False, depth: int = 2):
                 return
             try:
                 item = load(step)
-                item = item.pin_memory() if pin else item
+                if pin:
+                    item = tuple(t.pin_memory() for t in item) if isinstance(item, tuple) else item.pin_memory()
             except BaseException as err:  # handed to the consumer, which raises it
                 ready.put((step, None, err))
                 return

@@ -13,6 +13,9 @@ Why it is shaped this way:
   (Beyer et al. 2022: consistent teaching). Otherwise the teacher runs per batch on that view.
   Either way it runs under inference mode, in bf16 autocast on GPU
   (:mod:`edgedistill.distill.teacher_cache`; the views are :mod:`edgedistill.distill.batches`).
+  Above 32 px the augmentation is a random-resized crop and flip instead, one view for both models
+  (the student's is the teacher's, downscaled when the student runs at a lower resolution), with
+  the teacher online: crops are too many to cache.
   A cache above ``cache_memory_mb`` is written to disk and read back a batch at a time.
 - The data stays raw (uint8, in memory or on disk) until a batch is read; the next batch is read,
   converted and shifted in a thread while the current one trains (``batches.prefetched``), so
@@ -43,18 +46,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill import ddp, jobs
-from edgedistill.distill.batches import N_VIEWS, canonical, draw_views, prefetched, shift_views, to_device
+from edgedistill.distill.batches import (N_VIEWS, canonical, crop_views, draw_crops, draw_views, prefetched,
+                                         shift_views, to_device)
+from edgedistill.distill.evaluation import evaluate_split
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.distill.teacher_cache import TeacherCache, teacher_cache_mb, teacher_outputs
 from edgedistill.errors import EdgeDistillError
 from edgedistill.fsutil import atomic_path
+from edgedistill.models.staged import SMALL_INPUT
 from edgedistill.models.taps import FeatureTaps
 
 
@@ -71,7 +76,8 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     seed: int = 0
-    augment: bool = False  # random +-1 pixel shifts, the same view for teacher and student
+    augment: bool = False  # the same view for teacher and student: +-1 px shifts up to 32 px, else crops
+    flip: bool = True  # above 32 px, crops are mirrored left-right half of the time
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     bf16: bool = True  # autocast on CUDA only; CPU stays fp32
     cache_memory_mb: float = 256.0  # largest teacher-output cache kept in memory; bigger ones go to disk
@@ -125,44 +131,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    return float((predict_logits(model, x, batch_size).argmax(1) == y.cpu()).float().mean())
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters(), torch.empty(0)).device  # a parameterless model runs on the CPU
-    try:
-        outs = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs)
-
-
-def accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
-    pred = np.asarray(logits).argmax(1)
-    return float((pred == np.asarray(labels)).mean())
-
-
-def predict_split(model: nn.Module, data: ImageDataset, split: str, batch_size: int | None = None) -> torch.Tensor:
-    """Logits on a whole split, read and converted a block at a time (the split may be on disk)."""
-    batch_size = batch_size or data.block_rows()
-    outs = [predict_logits(model, torch.from_numpy(x), batch_size) for _, x in data.batches(split, batch_size)]
-    return torch.cat(outs) if outs else torch.empty(0, data.num_classes)
-
-
-def evaluate_split(model: nn.Module, data: ImageDataset, split: str, batch_size: int | None = None) -> float:
-    labels = torch.from_numpy(getattr(data, split).labels)
-    return float((predict_split(model, data, split, batch_size).argmax(1) == labels).float().mean())
-
-
-# ---------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -203,7 +171,8 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
            progress) -> TrainResult:
     weights = weights or LossWeights(ce=1.0)
     two_sizes = t_data.image_shape != data.image_shape
-    if two_sizes:
+    crops = cfg.augment and max(t_data.image_shape[:2]) > SMALL_INPUT  # else +-1 px shifts
+    if two_sizes and not crops:
         cfg = dataclasses.replace(cfg, augment=False)
     ddp.init_from_env()
     rank, world = ddp.rank(), ddp.world_size()
@@ -258,7 +227,7 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
     if teacher is not None and n_train:
         views = N_VIEWS if cfg.augment else 1
         need_mb = teacher_cache_mb(teacher, t_paths, to_device(t_rows(slice(0, 2)), device), n_train, views)
-        if views == 1 or need_mb <= cfg.cache_limit_mb:
+        if not crops and (views == 1 or need_mb <= cfg.cache_limit_mb):
             if need_mb > cfg.cache_memory_mb:
                 cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="teacher-cache-", dir=scratch_dir))
             cache = TeacherCache(teacher, t_paths, n_train, lambda a, b: t_rows(slice(a, b)), views, fill, device,
@@ -300,26 +269,31 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             perm = torch.randperm(n_train, generator=gen)
             # Views are drawn for the whole permutation before sharing out, so every rank draws the same.
-            views_all = draw_views(len(perm), gen) if cfg.augment else None
+            views_all = (draw_crops(len(perm), gen, cfg.flip) if crops else draw_views(len(perm), gen)) \
+                if cfg.augment else None
             net.train()
             total, seen, correct = 0.0, 0, 0
             parts_sum: dict[str, float] = {}
             steps = [ddp.share(perm, views_all, i, batch, rank, world) for i in range(0, len(perm), batch * world)
                      if len(perm[i : i + batch * world]) >= 2]  # BatchNorm needs two samples
 
-            def load(step):
+            def load(step):  # (student's view, teacher's view) of a step's images
                 idx, views, _ = step
+                if crops:  # one view: sampled at the teacher's size, downscaled for the student
+                    tb = crop_views(t_rows(idx.numpy()), views)
+                    return crop_views(tb, None, data.image_shape[:2]), tb
                 xb = rows(idx.numpy())
-                return canonical(shift_views(xb, views, fill) if views is not None else xb)
+                xb = canonical(shift_views(xb, views, fill) if views is not None else xb)
+                return xb, (xb if not two_sizes else t_rows(idx.numpy()))
 
-            for (idx, views, weight), xb in prefetched(steps, load, pin=device.type == "cuda"):
+            for (idx, views, weight), (xb, tb) in prefetched(steps, load, pin=device.type == "cuda"):
                 xb, yb = to_device(xb, device), y_train[idx].to(device)
                 t_logits, t_feats = None, {}
                 if teacher is not None:
                     if cache is not None:
                         t_logits, t_feats = cache.lookup(idx, views)
                     else:
-                        t_logits, t_feats = teacher_outputs(teacher, t_paths, xb, use_bf16)
+                        t_logits, t_feats = teacher_outputs(teacher, t_paths, to_device(tb, device), use_bf16)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     with FeatureTaps(model, s_paths) as taps:
                         logits = net(xb)

@@ -34,7 +34,7 @@ from edgedistill.distill import ddp, jobs
 from edgedistill.distill.losses import DistillationLoss, LossWeights
 from edgedistill.distill.recipe import DEFAULT_LOSS
 from edgedistill.distill.batches import prefetched
-from edgedistill.distill.trainer import evaluate_split
+from edgedistill.distill.evaluation import evaluate_split
 from edgedistill.quantize import litert_patch
 
 NO_TAPS = "the PT2E-exported graph has no module paths to tap"

@@ -73,7 +73,7 @@ class BuildContext:
         """The teacher's logits on the un-augmented, full-size training split, computed once per
         build (every round's QAT reads them), a batch at a time."""
         if "teacher_logits" not in self._memo:
-            from edgedistill.distill.trainer import predict_split
+            from edgedistill.distill.evaluation import predict_split
 
             self._memo["teacher_logits"] = predict_split(self.teacher, self.full_data, "train")
         return self._memo["teacher_logits"]

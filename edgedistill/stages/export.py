@@ -15,7 +15,7 @@ import torch
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import ExportInputs, artifact_specs, export_artifacts
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.trainer import predict_split
+from edgedistill.distill.evaluation import predict_split
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest
 

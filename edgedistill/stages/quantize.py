@@ -13,7 +13,7 @@ import torch
 
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import ExportInputs, artifact_specs, export_artifacts
-from edgedistill.distill.trainer import predict_split
+from edgedistill.distill.evaluation import predict_split
 from edgedistill.quantize.qat import QATConfig
 from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest

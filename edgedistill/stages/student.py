@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from edgedistill.data.dataset import ImageDataset
 from edgedistill.distill.losses import LossWeights
-from edgedistill.distill.trainer import TrainConfig, TrainResult, evaluate_split, train
+from edgedistill.distill.evaluation import evaluate_split
+from edgedistill.distill.trainer import TrainConfig, TrainResult, train
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
 from edgedistill.progress import Reporter
 from edgedistill.rundir import RunDir

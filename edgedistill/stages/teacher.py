@@ -8,11 +8,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from edgedistill.config import BuildConfig
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.trainer import evaluate_split
+from edgedistill.distill.evaluation import evaluate_split
 from edgedistill.errors import InputError
 from edgedistill.models import count_parameters, spec_to_dict
 from edgedistill.progress import Reporter

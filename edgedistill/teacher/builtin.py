@@ -22,7 +22,8 @@ from torch import nn
 
 from edgedistill import __version__
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.trainer import TrainConfig, evaluate_split, train
+from edgedistill.distill.evaluation import evaluate_split
+from edgedistill.distill.trainer import TrainConfig, train
 from edgedistill.errors import InputError
 from edgedistill.fsutil import sha256_file, write_json_atomic
 from edgedistill.models import count_parameters, create_model, spec_from_dict, spec_to_dict
