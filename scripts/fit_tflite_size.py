@@ -12,7 +12,9 @@ prints each model's error under the shipped constants.
 ``--real-resolution`` adds the calibration spread's real-resolution layouts (the built-in teacher's,
 MobileNetV2's and EfficientNet-Lite0's at 1/4 to full width, stride-2 stems, head convs: 0.2-4.5M
 parameters), exported at 96 px through the calibration's PTQ path (their size does not depend on
-the input size), and fits over all of them.
+the input size), and fits over all of them. Measured 2026-12-01: the shipped constants err by at
+most +7.0% on those nine (over-estimates, the quarter-width inverted residuals), median 0.7% over
+all 19; the refit over all 19 (a=0.997, b=23.3, c=588, d=5336) is within 5.2 KB.
 """
 
 from __future__ import annotations
