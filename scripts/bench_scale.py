@@ -8,7 +8,9 @@ the built-in teacher, in a fresh run directory, under a memory cap. Prints one r
 - wall time of each stage, from the build's own progress lines (timestamped as they arrive);
 - distillation throughput: training images x epochs / distill stage seconds (the teacher's
   outputs included: computed once and cached, or online with ``--augment``);
-- the build's peak RSS (``wait4``'s ``ru_maxrss`` of the build process alone);
+- the build's peak RSS (``wait4``'s ``ru_maxrss`` of the build process alone), and the stage in
+  which it was reached: the process's high-water mark (``VmHWM``) is read as each stage begins, so
+  each stage's figure is the peak up to its end;
 - its exit code: a build that ran past the memory cap is reported as such, not retried.
 
     python scripts/bench_scale.py [--sizes 96 160 224] [--images 2000 20000] [--epochs 1]
@@ -68,11 +70,13 @@ def run_build(data: Path, work: Path, args) -> dict:
     marks: list[tuple[str, float]] = []
     train = None
     tail: list[str] = []
+    peaks: list[float] = []  # VmHWM (GB) as each stage began
     for line in proc.stderr:
         now = time.perf_counter() - start
         m = STAGE.match(line)
         if m:
             marks.append((m.group(1), now))
+            peaks.append(_high_water_gb(proc.pid))
         c = TRAIN_COUNT.search(line)
         if c and train is None:
             train = int(c.group(1))
@@ -83,15 +87,37 @@ def run_build(data: Path, work: Path, args) -> dict:
     stages: dict[str, float] = {}
     for (name, t0), (_, t1) in zip(marks, marks[1:] + [("end", wall)]):
         stages[name] = stages.get(name, 0.0) + t1 - t0
+    final = usage.ru_maxrss / 2**20
+    # A mark read after the build exited (its last lines arrive late) is 0: the final peak stands in.
+    ends, high = [], 0.0
+    for after in peaks[1:] + [final]:
+        high = max(high, after if after > 0 else final)
+        ends.append(high)
+    peak_by_stage: dict[str, float] = {}  # the high-water mark at the end of each stage
+    for (name, _), after in zip(marks, ends):
+        peak_by_stage[name] = round(max(peak_by_stage.get(name, 0.0), after), 2)
+    rising = [n for i, (n, _) in enumerate(marks) if ends[i] > (ends[i - 1] if i else 0.0) + 0.05]
     out_of_memory = code != 0 and any("MemoryError" in l or "Cannot allocate memory" in l or "std::bad_alloc" in l
                                       for l in tail)
     distill = stages.get("distill")
     return {
         "exit_code": code, "wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in stages.items()},
-        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "train_images": train,
+        "peak_rss_gb": round(final, 2), "peak_rss_gb_by_stage": peak_by_stage,
+        "peak_reached_in": rising[-1] if rising else None, "train_images": train,
         "distill_images_per_s": round(train * args.epochs / distill, 1) if train and distill else None,
         "out_of_memory": out_of_memory, "tail": tail if code not in (0, 3) else [],
     }
+
+
+def _high_water_gb(pid: int) -> float:
+    """The process's peak resident set so far (``VmHWM``), 0 when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20
+    except (OSError, ValueError):
+        pass
+    return 0.0
 
 
 def main() -> int:
@@ -119,7 +145,7 @@ def main() -> int:
                 if not args.json:
                     print(f"{size:>4} px {n:>6} images: exit {r['exit_code']}"
                           f"{' (memory cap)' if r['out_of_memory'] else ''}, wall {r['wall_s']:.0f} s, peak RSS "
-                          f"{r['peak_rss_gb']:.2f} GB, distill {r['distill_images_per_s'] or '-'} images/s; stages: "
+                          f"{r['peak_rss_gb']:.2f} GB (reached in {r['peak_reached_in']}), distill {r['distill_images_per_s'] or '-'} images/s; stages: "
                           + ", ".join(f"{k} {v:.0f}s" for k, v in r["stages_s"].items()), flush=True)
                     for line in r["tail"]:
                         print(f"      {line}")

@@ -42,3 +42,6 @@ def test_bench_scale_times_each_stage_and_the_peak_memory_of_a_real_build(tmp_pa
     assert {"data", "teacher", "select", "distill", "quantize", "export"} <= set(row["stages_s"]), row
     assert row["train_images"] > 100 and row["distill_images_per_s"] > 0
     assert 0.2 < row["peak_rss_gb"] < 8 and not row["out_of_memory"]
+    by_stage = row["peak_rss_gb_by_stage"]
+    assert set(by_stage) == set(row["stages_s"]) and max(by_stage.values()) == row["peak_rss_gb"]
+    assert list(by_stage.values()) == sorted(by_stage.values())  # a high-water mark only rises
