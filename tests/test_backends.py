@@ -35,19 +35,20 @@ def test_a_backend_is_found_by_the_files_suffix_and_loads_it():
         backend_for("model.mlmodel")
 
 
-def test_a_new_backend_is_one_registered_class(monkeypatch):
+def _register_toy(monkeypatch, name: str, export=None):
+    """Register a backend ``name`` with one float artifact ``model.<name>`` (and ``export``, if
+    given) for this test only; return (its class, its artifact spec)."""
     monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
-    toy = ArtifactSpec(name="model.toy", backend="toy", precision="fp32", layout="NCHW", source="float",
-                       reference="fp32", min_agreement=0.99)
+    spec = ArtifactSpec(name=f"model.{name}", backend=name, precision="fp32", layout="NCHW", source="float",
+                        reference="fp32", min_agreement=0.99)
+    members = {"name": name, "suffix": f".{name}", "artifacts": lambda self: [spec]}
+    if export is not None:
+        members["export"] = export
+    return registry.register_backend(type(f"{name.title()}Backend", (registry.Backend,), members)), spec
 
-    @registry.register_backend
-    class ToyBackend(registry.Backend):
-        name = "toy"
-        suffix = ".toy"
 
-        def artifacts(self):
-            return [toy]
-
+def test_a_new_backend_is_one_registered_class(monkeypatch):
+    ToyBackend, toy = _register_toy(monkeypatch, "toy")
     assert artifact_specs("float")[-1] is toy  # the export stage exports it, verify checks it, the bundle ships it
     assert backend_for(Path("x/model.toy")).name == "toy"
     with pytest.raises(ValueError, match="registered twice"):
@@ -57,20 +58,10 @@ def test_a_new_backend_is_one_registered_class(monkeypatch):
 def test_a_converter_crash_is_one_clear_error_with_its_traceback_kept(monkeypatch, tmp_path):
     from edgedistill.errors import EXIT_INTERNAL, ExportError
 
-    monkeypatch.setattr(registry, "_BACKENDS", dict(registry._BACKENDS))
-    crash = ArtifactSpec(name="model.crash", backend="crash", precision="fp32", layout="NCHW", source="float",
-                         reference="fp32", min_agreement=0.99)
+    def export(self, spec, inputs, path):
+        raise RuntimeError("Dimension size after padding is not at least 0\n  (deep converter detail)")
 
-    @registry.register_backend
-    class CrashBackend(registry.Backend):
-        name = "crash"
-        suffix = ".crash"
-
-        def artifacts(self):
-            return [crash]
-
-        def export(self, spec, inputs, path):
-            raise RuntimeError("Dimension size after padding is not at least 0\n  (deep converter detail)")
+    _, crash = _register_toy(monkeypatch, "crash", export)
 
     with pytest.raises(ExportError, match="model.crash failed in the crash converter: RuntimeError: Dimension") as err:
         registry.export_artifacts([crash], registry.ExportInputs(sample=None, dynamic_batch=True), tmp_path)

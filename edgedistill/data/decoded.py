@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from edgedistill.data.dataset import Split
+from edgedistill.data.resize import resize_pil
 from edgedistill.data.rows import DiskRows, RowWriter
 
 # Bump when the decoding changes what bytes an image gives (resampling, channel conversion).
@@ -139,8 +140,5 @@ def load_pixels(path: Path, size: tuple[int, int], channels: int) -> np.ndarray:
     with Image.open(path) as image:
         if image.mode.startswith("I"):  # 16-bit grayscale: keep the high byte, convert("L") would clip
             image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
-        image = image.convert("L" if channels == 1 else "RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image)
+        pixels = np.asarray(resize_pil(image.convert("L" if channels == 1 else "RGB"), size))
     return pixels.reshape(height, width, channels)

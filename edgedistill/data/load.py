@@ -32,6 +32,7 @@ from edgedistill.data.digits import load_digits_dataset
 from edgedistill.data.imagefolder import read_imagefolder
 from edgedistill.data.npz import RawSplits, read_npz
 from edgedistill.data.report import DataLoadReport
+from edgedistill.data.resize import resize_pil
 from edgedistill.data.split import stratified_split
 from edgedistill.errors import InputError
 
@@ -173,9 +174,7 @@ def _conform(split: Split, image_size: tuple[int, int] | None, channels: int | N
     out = np.empty((n, target_hw[0], target_hw[1], target_c), dtype=np.uint8)
     for i, image in enumerate(images):
         pil = Image.fromarray(image[..., 0] if c == 1 else image).convert(mode)
-        if target_hw != (h, w):
-            pil = pil.resize((target_hw[1], target_hw[0]), Image.Resampling.BILINEAR)
-        out[i] = np.asarray(pil).reshape(out.shape[1:])
+        out[i] = np.asarray(resize_pil(pil, target_hw)).reshape(out.shape[1:])
     return Split(out, split.labels)
 
 

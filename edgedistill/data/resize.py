@@ -15,6 +15,15 @@ from PIL import Image
 INTERPOLATION = "bilinear"  # PIL Image.Resampling.BILINEAR on uint8 pixels (antialiased when shrinking)
 
 
+def resize_pil(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """A PIL image brought to ``size`` (H, W): the filter every resize of edgedistill uses (the
+    ImageFolder reader's, ``--image-size`` on in-memory data, a student's resolution)."""
+    height, width = size
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.Resampling.BILINEAR)
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One raw ``(H, W, C)`` uint8 image (C = 1 or 3) brought to ``size`` (H, W)."""
     height, width = size
@@ -22,7 +31,7 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image
     channels = image.shape[2]
     pil = Image.fromarray(image[..., 0] if channels == 1 else image)
-    return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR)).reshape(height, width, channels)
+    return np.asarray(resize_pil(pil, size)).reshape(height, width, channels)
 
 
 def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -90,11 +90,6 @@ class DiskRows:
         stored = index if self._rows is None else self._rows[index]
         return DiskRows(self.path, self._full, self.dtype, rows=stored)
 
-    def chunks(self, rows: int):
-        """``(start, array)`` for consecutive blocks of at most ``rows`` rows."""
-        for start in range(0, len(self), rows):
-            yield start, self[start : start + rows]
-
     # -- reading ---------------------------------------------------------------------------
     def _descriptor(self) -> int:
         if self._fd is None or self._pid != os.getpid():

@@ -226,7 +226,9 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
     cache_dir = None
     if teacher is not None and n_train:
         views = N_VIEWS if cfg.augment else 1
-        need_mb = teacher_cache_mb(teacher, t_paths, to_device(t_rows(slice(0, 2)), device), n_train, views)
+        # Crops are too many to cache: the teacher runs online, and its cache is not even sized.
+        need_mb = 0.0 if crops else teacher_cache_mb(teacher, t_paths, to_device(t_rows(slice(0, 2)), device),
+                                                     n_train, views)
         if not crops and (views == 1 or need_mb <= cfg.cache_limit_mb):
             if need_mb > cfg.cache_memory_mb:
                 cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="teacher-cache-", dir=scratch_dir))

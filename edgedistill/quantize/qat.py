@@ -110,7 +110,6 @@ def qat_finetune(
     (without it, RKD runs on the logits). Under ``torchrun`` every rank makes this call (in a
     build, at rank 0's word). ``student_size`` (H, W): the student's resolution, when it is not
     the data's (the teacher's logits are then those of the full-size images)."""
-    data = data.resized(student_size) if student_size else data
     from torchao.quantization.pt2e import (
         allow_exported_model_train_eval,
         move_exported_model_to_eval,
@@ -118,6 +117,7 @@ def qat_finetune(
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
+    data = data.resized(student_size) if student_size else data
     criterion = qat_loss(DEFAULT_LOSS if weights is None else weights, student, teacher, teacher_logits is not None)
     litert_patch.install()
     torch.manual_seed(cfg.seed)

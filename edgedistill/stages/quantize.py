@@ -68,7 +68,8 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
     converted, quantizer, qat = qat_finetune(student_model, ctx.full_data, ctx.teacher_train_logits(), qcfg, weights,
                                              teacher=ctx.teacher, student_size=ctx.student_size)
     np.save(stage.dir / REFERENCE_LOGITS, predict_split(converted, data, "test").numpy())
-    inputs = ExportInputs(sample=torch.from_numpy(data.batch("train", slice(0, 4))), dynamic_batch=family_of(student_model.spec).dynamic_batch,
+    inputs = ExportInputs(sample=torch.from_numpy(data.batch("train", slice(0, 4))),
+                          dynamic_batch=family_of(student_model.spec).dynamic_batch,
                           converted=converted, quantizer=quantizer)
     export_artifacts(specs, inputs, stage.dir)
     result = QuantizeResult(losses=qat.losses, val_acc=qat.val_acc, test_acc=qat.test_acc, seconds=qat.seconds,

@@ -84,7 +84,8 @@ def train_student(
         from edgedistill.models.init import init_student_from_teacher
 
         # DistilBERT-style head start: evenly spaced blocks, most important channels/heads.
-        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(s_data.batch("train", slice(0, min(512, 4 * s_data.block_rows())))))
+        sample = s_data.batch("train", slice(0, min(512, 4 * s_data.block_rows())))
+        init_report = init_student_from_teacher(seed, model, sample=torch.from_numpy(sample))
         if seed is not teacher:
             init_report["source"] = "the zoo twin of the recognised teacher (its weights, renamed)"
         if init_report.get("initialised"):
