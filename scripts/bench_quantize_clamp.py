@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""What fusing conv + ReLU6 in quantization is worth on a trained student (edgedistill/quantize/clamp_fusion.py).
+
+    python scripts/bench_quantize_clamp.py --student RUN_DIR/STUDENT/distill --data DATA [--calibration 128] [--json]
+
+Loads a build's distilled student (its stage folder: ``result.json`` and ``student.safetensors``)
+and the data it was trained on, quantizes it post-training (PT2E, per-channel symmetric weights,
+``--calibration`` training images) with litert-torch's quantizer alone and with the clamp-fusing
+one, and prints the test accuracy of the fp32 student and of each int8 graph. Measured 2026-12-01
+on the 96 px EfficientNet-Lite-style student of an EfficientNet-Lite0 build (2,500 tinted digits):
+fp32 90.8%, library 70.6%, clamp-fusing 89.8%; on this session's student of the same shape (initialised
+from the teacher, distilled 40 epochs) 89.6%, 67.0% and 86.2%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _ptq(model, quantizer, calib, data):
+    import torch
+    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from edgedistill.distill.evaluation import evaluate_split
+    from edgedistill.quantize.qat import batch_dim
+
+    graph = torch.export.export(model, (calib[:2],), dynamic_shapes=({0: batch_dim()},)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for i in range(0, len(calib), 16):
+            prepared(calib[i : i + 16])
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    move_exported_model_to_eval(converted)
+    allow_exported_model_train_eval(converted)  # evaluate_split switches modes
+    return evaluate_split(converted, data, "test")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", type=Path, required=True, help="a build's <student>/distill stage folder")
+    ap.add_argument("--data", type=Path, required=True, help="the data the build was given (--data)")
+    ap.add_argument("--calibration", type=int, default=128, help="training images to calibrate on")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from edgedistill.streams import stdout_to_stderr
+
+    with stdout_to_stderr(args.json):
+        import torch
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from safetensors.torch import load_file
+
+        from edgedistill.data.load import load_dataset
+        from edgedistill.distill.evaluation import evaluate_split
+        from edgedistill.models import create_model, spec_from_dict
+        from edgedistill.quantize import litert_patch
+        from edgedistill.quantize.clamp_fusion import clamp_fusing_quantizer
+
+        result_file, weights = args.student / "result.json", args.student / "student.safetensors"
+        for f in (result_file, weights):
+            if not f.is_file():
+                print(f"error: {f} does not exist (give a build's <student>/distill folder)", file=sys.stderr)
+                return 2
+        litert_patch.install()
+        model = create_model(spec_from_dict(json.loads(result_file.read_text())["result"]["spec"]))
+        model.load_state_dict(load_file(str(weights)))
+        model.eval()
+        data = load_dataset(args.data)
+        calib = torch.from_numpy(data.batch("train", slice(0, args.calibration)))
+        config = get_symmetric_quantization_config(is_per_channel=True, is_qat=False)
+        row = {"fp32": evaluate_split(model, data, "test"),
+               "int8_library": _ptq(model, PT2EQuantizer().set_global(config), calib, data),
+               "int8_clamp_fusing": _ptq(model, clamp_fusing_quantizer(config), calib, data)}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"test accuracy: fp32 {row['fp32']:.3f}, int8 (library quantizer) {row['int8_library']:.3f}, "
+              f"int8 (conv + ReLU6 fused) {row['int8_clamp_fusing']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
