@@ -5,8 +5,8 @@ ReLU) but not with ReLU6, which torch exports as ``hardtanh(0, 6)``: the conv's 
 observer of its own, over the whole pre-activation range, and the ReLU6 shares it. On an
 EfficientNet-Lite-style student at 96 px that range was up to [-79, 86] (scale 0.65): the [0, 6]
 the next layer sees kept 9 of 256 levels, and int8 accuracy fell from 90.8% (fp32) to 70.6% (PTQ)
-and 80.6% (QAT, in that build); fused, PTQ gives 89.8%. TFLite's conv kernels take RELU6 as a fused activation, so the right observer is
-after the clamp; :class:`ClampFusingQuantizer` annotates conv [-> batch_norm] -> hardtanh(0, 6)
+and 80.6% (QAT, in that build); fused, PTQ gives 89.8%. TFLite's conv kernels take RELU6 as a
+fused activation, so the right observer is after the clamp; :class:`ClampFusingQuantizer` annotates conv [-> batch_norm] -> hardtanh(0, 6)
 that way before the library's own patterns run. ``tests/test_quantize_clamp.py`` tests it;
 ``scripts/bench_quantize_clamp.py`` prints those accuracies for a build's student.
 """
