@@ -103,6 +103,16 @@ def test_a_changed_file_or_size_is_decoded_again(tmp_path):
     assert len(list(store.iterdir())) == 3
 
 
+def test_a_truncated_cache_file_is_decoded_again(tmp_path):
+    root, store = _tree(tmp_path), tmp_path / "store"
+    first = load_dataset(root, store=store)
+    (rows,) = store.rglob("train.u8")
+    with open(rows, "r+b") as f:
+        f.truncate(rows.stat().st_size - 7)
+    assert load_dataset(root, store=store).fingerprint() == first.fingerprint()
+    assert rows.stat().st_size == DiskRows.open(rows).nbytes  # written whole again
+
+
 def test_the_workers_decode_a_bigger_tree_the_same(tmp_path, monkeypatch):
     monkeypatch.setattr(decoded, "_PARALLEL_FROM", 8)  # workers for this small tree too
     root = _tree(tmp_path, per_class=12)

@@ -54,6 +54,9 @@ def load_stored(folder: Path) -> dict | None:
                   for name in index["splits"]}
     except (OSError, ValueError, KeyError):
         return None
+    if any(sp.images.path.stat().st_size != sp.images.nbytes or len(sp.labels) != len(sp.images)
+           for sp in splits.values()):
+        return None  # a truncated or mismatched file: decode again rather than fail mid-build
     return {"index": index, "splits": splits}
 
 
