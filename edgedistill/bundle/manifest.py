@@ -110,6 +110,11 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "selection_rule": selection.rule,
             # QAT trains with the build's loss where it can; the terms it could not use, and why.
             "qat_loss": result.qat.loss_used, "qat_loss_dropped": result.qat.loss_dropped,
+            # the int8 weights' mean error taken out of the biases (edgedistill/quantize/bias_correction.py)
+            "qat_bias_correction": result.qat.bias_correction,
+            # int8 val accuracy before and after fine-tuning; kept false: the graph before it was clearly better (McNemar), and ships
+            "qat_val_acc_before": result.qat.val_acc_before, "qat_val_acc_fine_tuned": result.qat.val_acc_fine_tuned,
+            "qat_fine_tuned_kept": result.qat.fine_tuned_kept,
             "training": _training(result),
         },
         "data": {"name": data.name, "fingerprint": data.fingerprint(), "source": data.source,

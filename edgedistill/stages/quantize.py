@@ -28,6 +28,11 @@ class QuantizeResult:
     test_acc: float
     seconds: float
     config: QATConfig  # what it ran with
+    # BiasCorrection.to_dict() (no default: a result stored before bias correction is quantized again)
+    bias_correction: dict
+    val_acc_before: float  # the int8 graph's without fine-tuning
+    val_acc_fine_tuned: float  # and with it (val_acc: the shipped graph's)
+    fine_tuned_kept: bool  # False: the graph before fine-tuning was clearly better on val, and ships
     loss_used: str = ""  # the terms of the build's loss QAT trained with
     loss_dropped: dict = field(default_factory=dict)  # term -> why QAT could not use it
     dir: str = ""  # the stage folder as it is now (run directories move); not stored
@@ -50,12 +55,13 @@ class QuantizeResult:
 
 def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, base_inputs: dict) -> QuantizeResult:
     from edgedistill.models import family_of
-    from edgedistill.quantize.qat import qat_finetune
+    from edgedistill.quantize.qat import BIAS_CORRECTION_IMAGES, qat_finetune
 
     cfg, data, weights = ctx.cfg, ctx.data, ctx.weights
     qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed)
     stage = ctx.rd.stage(f"{tag}/quantize", {**base_inputs, "student_weights": weights_digest(ctx.rd, tag),
                                              "qat": dataclasses.asdict(qcfg), "loss": weights.to_str(),
+                                             "bias_correction_images": BIAS_CORRECTION_IMAGES,
                                              "versions": versions()})
     specs = artifact_specs("qat")
     stored = stage.load(files=(*(s.name for s in specs), REFERENCE_LOGITS))
@@ -73,7 +79,9 @@ def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, 
                           converted=converted, quantizer=quantizer)
     export_artifacts(specs, inputs, stage.dir)
     result = QuantizeResult(losses=qat.losses, val_acc=qat.val_acc, test_acc=qat.test_acc, seconds=qat.seconds,
-                            config=qcfg, loss_used=qat.loss_used,
+                            config=qcfg, bias_correction=dict(qat.bias_correction),
+                            val_acc_before=qat.val_acc_before,
+                            val_acc_fine_tuned=qat.val_acc_fine_tuned, fine_tuned_kept=qat.fine_tuned_kept, loss_used=qat.loss_used,
                             loss_dropped=dict(qat.loss_dropped), dir=str(stage.dir))
     stage.save(result.stored())
     return result

@@ -73,6 +73,13 @@ def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
               f"then {qat_names}")
     qat = quantize_stage(ctx, tag, student_model, inputs)
     rep.note(f"QAT loss {qat.loss_used}; torch reference test accuracy {qat.test_acc:.4f}")
+    rep.note(f"int8 val accuracy {qat.val_acc_before:.4f} before fine-tuning, {qat.val_acc_fine_tuned:.4f} after: "
+             + ("the fine-tuned graph ships" if qat.fine_tuned_kept
+                else "the graph before fine-tuning, clearly better, ships (post-training quantized, bias-corrected)"))
+    bc = qat.bias_correction
+    if bc.get("layers"):
+        rep.note(f"bias correction: {bc['layers']} layers, int8 weight error measured on {bc['images']} training images "
+                 f"(largest shift {bc['max_shift']:.3g})")
     for term, why in qat.loss_dropped.items():
         rep.note(f"QAT left out {term}: {why}")
     rep.stage("export", ", ".join(a.name for a in artifact_specs("float")))
