@@ -181,11 +181,12 @@ def qat_finetune(
         ddp.broadcast_buffers(prepared)  # the last step's observer updates, too
     after = _convert(prepared, calibration())
     y_val = torch.from_numpy(data.val.labels)
-    right_before = predict_split(before[0], data, "val").argmax(1) == y_val
-    right_after = predict_split(after[0], data, "val").argmax(1) == y_val
-    result.val_acc_before = float(right_before.float().mean()) if len(y_val) else 0.0
-    result.val_acc_fine_tuned = float(right_after.float().mean()) if len(y_val) else 0.0
-    result.fine_tuned_kept = not clearly_better(right_before, right_after)
+    if len(y_val):  # no validation images: nothing to choose by, and the fine-tuned graph ships
+        right_before = predict_split(before[0], data, "val").argmax(1) == y_val
+        right_after = predict_split(after[0], data, "val").argmax(1) == y_val
+        result.val_acc_before = float(right_before.float().mean())
+        result.val_acc_fine_tuned = float(right_after.float().mean())
+        result.fine_tuned_kept = not clearly_better(right_before, right_after)
     converted, correction = after if result.fine_tuned_kept else before
     quantizer = quantizer if result.fine_tuned_kept else ptq_quantizer
     result.val_acc = result.val_acc_fine_tuned if result.fine_tuned_kept else result.val_acc_before
