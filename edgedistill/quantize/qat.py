@@ -171,7 +171,10 @@ def qat_finetune(
     # one is clearly better on the validation split (measured on a 96 px MBConv student: 4 epochs
     # of QAT left int8 at 86.0% test where this graph, bias-corrected, had 89.0%).
     ptq_quantizer = make_quantizer(qat=False)
-    before = _convert(_ptq_prepared(student, sample, ptq_quantizer, calibration()), calibration())
+    before = post_training_quantize(student, sample, ptq_quantizer, calibration())
+    # Each graph's int8 weights' mean error, measured on training images, taken out of its float
+    # biases (bias_correction.py: on a 96 px MBConv student, 86.4% -> 89.0% test accuracy).
+    before_fix = correct_biases(before, calibration())
     with contextlib.ExitStack() as synced:
         if world > 1:
             synced.enter_context(ddp.synced_batchnorm(prepared))
@@ -179,18 +182,19 @@ def qat_finetune(
         _epochs(net, criterion, opt, sched, data, y_train, teacher_logits, cfg, batch, result)
     if world > 1:
         ddp.broadcast_buffers(prepared)  # the last step's observer updates, too
-    after = _convert(prepared, calibration())
+    after = _reference_graph(prepared)
+    after_fix = correct_biases(after, calibration())
     y_val = torch.from_numpy(data.val.labels)
     if len(y_val):  # no validation images: nothing to choose by, and the fine-tuned graph ships
-        right_before = predict_split(before[0], data, "val").argmax(1) == y_val
-        right_after = predict_split(after[0], data, "val").argmax(1) == y_val
+        right_before = predict_split(before, data, "val").argmax(1) == y_val
+        right_after = predict_split(after, data, "val").argmax(1) == y_val
         result.val_acc_before = float(right_before.float().mean())
         result.val_acc_fine_tuned = float(right_after.float().mean())
         result.fine_tuned_kept = not clearly_better(right_before, right_after)
-    converted, correction = after if result.fine_tuned_kept else before
+    converted, fix = (after, after_fix) if result.fine_tuned_kept else (before, before_fix)
+    result.bias_correction = fix.to_dict()
     quantizer = quantizer if result.fine_tuned_kept else ptq_quantizer
     result.val_acc = result.val_acc_fine_tuned if result.fine_tuned_kept else result.val_acc_before
-    result.bias_correction = correction.to_dict()
     result.seconds = time.perf_counter() - t0
     result.test_acc = evaluate_split(converted, data, "test")
     return converted, quantizer, result
@@ -206,33 +210,31 @@ def clearly_better(right_a: torch.Tensor, right_b: torch.Tensor) -> bool:
     return only_a - only_b > 2 * math.sqrt(only_a + only_b)
 
 
-def _ptq_prepared(student: nn.Module, sample: torch.Tensor, quantizer, batches) -> torch.fx.GraphModule:
-    """``student`` (not changed) prepared for post-training quantization, its observers set on ``batches``."""
+def post_training_quantize(model: nn.Module, sample: torch.Tensor, quantizer, batches) -> torch.fx.GraphModule:
+    """``model`` (not changed) quantized post-training: exported with a dynamic batch, its observers
+    set on ``batches``, converted to the int8 reference graph (no bias correction)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    model = copy.deepcopy(student).eval()
-    graph = torch.export.export(model, (sample,), dynamic_shapes=({0: batch_dim()},)).module()
+    litert_patch.install()
+    graph = torch.export.export(copy.deepcopy(model).eval(), (sample,), dynamic_shapes=({0: batch_dim()},)).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for xb in batches:
             prepared(xb)
-    return prepared
+    return _reference_graph(prepared)
 
 
-def _convert(prepared: torch.fx.GraphModule, batches):
-    """(int8 reference graph of a copy of ``prepared``, its BiasCorrection): ``prepared`` trains on."""
+def _reference_graph(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``prepared`` (consumed) converted to the int8 reference graph, in eval mode."""
     from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    graph = copy.deepcopy(prepared)
-    move_exported_model_to_eval(graph)
-    converted = convert_pt2e(graph, fold_quantize=False)
+    move_exported_model_to_eval(prepared)
+    converted = convert_pt2e(prepared, fold_quantize=False)
     move_exported_model_to_eval(converted)
     # Let .eval()/.train() work on the graph, so evaluation code treats it like any module.
     allow_exported_model_train_eval(converted)
-    # The int8 weights' mean error, measured on training images and taken out of the float biases
-    # (bias_correction.py: on a 96 px MBConv student, 86.4% -> 89.0% test accuracy).
-    return converted, correct_biases(converted, batches)
+    return converted
 
 
 def _epochs(net, criterion, opt, sched, data, y_train, teacher_logits, cfg, batch, result) -> None:
