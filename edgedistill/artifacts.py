@@ -13,10 +13,11 @@ from pathlib import Path
 
 # The torch models an artifact's logits are compared with (see the verify stage).
 REFERENCES = {
-    "qat": "torch QAT (PT2E converted) student",
+    # the PT2E-converted graph that ships: fine-tuned (QAT) or, when clearly better, post-training
+    "qat": "torch int8 (PT2E converted) student",
     "fp32": "torch fp32 student",
 }
-SOURCES = ("qat", "float")  # the QAT-converted graph (quantize stage) or the float student (export stage)
+SOURCES = ("qat", "float")  # the shipped int8 graph (quantize stage) or the float student (export stage)
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,6 @@ class BuildConfig:
     bench_device: str = ""  # default: the target's default device, else this host
     bench_warmup: int = 20
     bench_runs: int = 100
-    # calibration for post-training int8 ONNX: samples per class from the training split
-    calibration_per_class: int = 32
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,7 +140,7 @@ _TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}
 _CHOICES = {"channels": (1, 3)}
 _FRACTIONS = ("gate_min_accuracy", "gate_max_accuracy_drop", "gate_min_teacher_accuracy")
 _POSITIVE = ("epochs", "teacher_epochs", "qat_epochs", "batch_size", "bench_runs", "max_rounds",
-             "calibration_per_class", "lr", "min_compression", "assistant_ratio")
+             "lr", "min_compression", "assistant_ratio")
 
 
 def _check_types(cfg: BuildConfig) -> None:

@@ -29,8 +29,8 @@ BUNDLE_FILES = ("model.tflite", "model_fp32.tflite", "model.onnx", "model_int8.o
 # manifest.json and report.md carry measured latencies and are never byte-identical; not compared.
 # In pipeline order, so the first differing row is the stage that broke determinism.
 RUN_FILES = ("distill/student.safetensors", "quantize/reference_test_logits.npy", "quantize/model.tflite",
-             "export/reference_test_logits.npy", "export/model_fp32.tflite", "export/model.onnx",
-             "export/model_int8.onnx")
+             "quantize/model_int8.onnx", "export/reference_test_logits.npy", "export/model_fp32.tflite",
+             "export/model.onnx")
 
 
 def sha256(path: Path) -> str | None:

@@ -27,7 +27,6 @@ class ExportInputs:
     student: object = None  # the distilled float student (source "float")
     converted: object = None  # the QAT-converted PT2E graph (source "qat")
     quantizer: object = None  # the PT2E quantizer that graph was prepared with
-    calibration: np.ndarray | None = None  # float NCHW representative inputs for post-training quantization
     exported: dict[str, Path] = field(default_factory=dict)  # artifacts already written this stage, by name
 
 
@@ -109,7 +108,7 @@ def load_model(path: Path | str, *, threads: int = 1) -> RuntimeModel:
 
 def export_artifacts(specs: list[ArtifactSpec], inputs: ExportInputs, folder: Path) -> None:
     """Export ``specs`` into ``folder`` in order, each by its backend; a later one may read an
-    earlier one's file through ``inputs.exported`` (the int8 .onnx quantizes the fp32 .onnx)."""
+    earlier one's file through ``inputs.exported``."""
     for spec in specs:
         path = Path(folder) / spec.name
         try:

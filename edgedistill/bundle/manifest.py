@@ -123,7 +123,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
                  "load_report": _load_report(data)},
         "quantization": {
             **{a.name: a.spec.quantization for a, _ in shipped if a.spec.quantization},
-            "calibration": dataclasses.asdict(result.export.calibration),
+            "calibration": result.qat.calibration(),
         },
         "selection": {
             "rule": selection.rule, "note": selection.note, "latency_model": selection.latency_model,

@@ -1,6 +1,6 @@
 """Stage 5, quantize: quantization-aware fine-tuning of the distilled student, supervised by the
-teacher, and every artifact made from the QAT graph (``source="qat"``: the fully integer
-``model.tflite``); kept in the run directory with the QAT graph's test logits, its reference."""
+teacher, and every artifact made from the int8 graph that ships (``source="qat"``: the fully
+integer ``model.tflite`` and ``model_int8.onnx``); kept in the run directory with the QAT graph's test logits, its reference."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from edgedistill.stages.context import BuildContext, versions
 from edgedistill.stages.student import weights_digest
 
 REFERENCE_LOGITS = "reference_test_logits.npy"
+CALIBRATION_METHOD = ("a seeded random sample of training images: histogram observers set the post-training graph's "
+                      "activation ranges, QAT learns the fine-tuned graph's; both graphs are bias-corrected on it")
 
 
 @dataclass
@@ -42,6 +44,11 @@ class QuantizeResult:
 
     def reference_logits(self) -> np.ndarray:
         return np.load(Path(self.dir) / REFERENCE_LOGITS)
+
+    def calibration(self) -> dict:
+        """The representative data both int8 files' graph was calibrated and bias-corrected on."""
+        return {"split": "train", "count": int(self.bias_correction.get("images", 0)), "seed": self.config.seed,
+                "method": CALIBRATION_METHOD}
 
     def stored(self) -> dict:
         d = dataclasses.asdict(self)

@@ -15,7 +15,7 @@ from edgedistill.models.resnet import ResNetSpec
 from edgedistill.pipeline import BuildResult
 from edgedistill.quantize.qat import QATConfig
 from edgedistill.select.candidates import Candidate, Selection
-from edgedistill.stages.export import CalibrationInfo, ExportResult
+from edgedistill.stages.export import ExportResult
 from edgedistill.stages.quantize import QuantizeResult
 from edgedistill.stages.student import StudentResult
 from edgedistill.stages.teacher import TeacherInfo
@@ -39,9 +39,10 @@ def fake_build_result(data, run_dir: Path | str = "/nonexistent-run") -> BuildRe
         teacher=TeacherInfo(key="k", params=100, test_acc=0.95, val_acc=0.95, source={}),
         selection=Selection("android-arm64", "teacher", [chosen], chosen, rule="largest that fits"),
         student=student, scratch=None,
-        qat=QuantizeResult(losses=[], val_acc=0.9, test_acc=0.9, seconds=0.0, config=QATConfig(), bias_correction={},
+        qat=QuantizeResult(losses=[], val_acc=0.9, test_acc=0.9, seconds=0.0, config=QATConfig(),
+                           bias_correction={"layers": 3, "images": 10, "max_shift": 0.01},
                            val_acc_before=0.9, val_acc_fine_tuned=0.9, fine_tuned_kept=True,
                            dir=f"{run_dir}/quantize"),
-        export=ExportResult(CalibrationInfo("train", 1, 0, 10, "minmax"), dir=f"{run_dir}/export"),
+        export=ExportResult(dir=f"{run_dir}/export"),
         verification=reports, benchmarks={}, loss="kd",
     )
