@@ -11,6 +11,9 @@ the built-in teacher, in a fresh run directory, under a memory cap. Prints one r
 - the build's peak RSS (``wait4``'s ``ru_maxrss`` of the build process alone), and the stage in
   which it was reached: the process's high-water mark (``VmHWM``) is read as each stage begins, so
   each stage's figure is the peak up to its end;
+- each stage's own peak RSS: after each reading the high-water mark is reset (``5`` written to
+  ``/proc/PID/clear_refs``), so the next reading is the peak within that stage alone (the last
+  stage's, read when its output ends, is missing when the build has already exited);
 - its exit code: a build that ran past the memory cap is reported as such, not retried.
 
     python scripts/bench_scale.py [--sizes 96 160 224] [--images 2000 20000] [--epochs 1]
@@ -71,16 +74,23 @@ def run_build(data: Path, work: Path, args) -> dict:
     train = None
     tail: list[str] = []
     peaks: list[float] = []  # VmHWM (GB) as each stage began
+    own: list[float] = []  # VmHWM since the previous mark's reset: the previous stage's own peak
+    overall = 0.0
     for line in proc.stderr:
         now = time.perf_counter() - start
         m = STAGE.match(line)
         if m:
             marks.append((m.group(1), now))
-            peaks.append(_high_water_gb(proc.pid))
+            since = _high_water_gb(proc.pid)
+            overall = max(overall, since)
+            own.append(since)
+            peaks.append(overall if since > 0 else 0.0)
+            _reset_high_water(proc.pid)
         c = TRAIN_COUNT.search(line)
         if c and train is None:
             train = int(c.group(1))
         tail = (tail + [line.rstrip()])[-12:]
+    own.append(_high_water_gb(proc.pid))  # the last stage's, while the process may still be there
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -96,6 +106,12 @@ def run_build(data: Path, work: Path, args) -> dict:
     peak_by_stage: dict[str, float] = {}  # the high-water mark at the end of each stage
     for (name, _), after in zip(marks, ends):
         peak_by_stage[name] = round(max(peak_by_stage.get(name, 0.0), after), 2)
+    stage_own_peak: dict[str, float | None] = {}  # each stage's peak within itself
+    for (name, _), after in zip(marks, own[1:]):
+        if after > 0:
+            stage_own_peak[name] = round(max(stage_own_peak.get(name) or 0.0, after), 2)
+        else:
+            stage_own_peak.setdefault(name, None)
     rising = [n for i, (n, _) in enumerate(marks) if ends[i] > (ends[i - 1] if i else 0.0) + 0.05]
     out_of_memory = code != 0 and any("MemoryError" in l or "Cannot allocate memory" in l or "std::bad_alloc" in l
                                       for l in tail)
@@ -103,6 +119,7 @@ def run_build(data: Path, work: Path, args) -> dict:
     return {
         "exit_code": code, "wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in stages.items()},
         "peak_rss_gb": round(final, 2), "peak_rss_gb_by_stage": peak_by_stage,
+        "stage_own_peak_rss_gb": stage_own_peak,
         "peak_reached_in": rising[-1] if rising else None, "train_images": train,
         "distill_images_per_s": round(train * args.epochs / distill, 1) if train and distill else None,
         "out_of_memory": out_of_memory, "tail": tail if code not in (0, 3) else [],
@@ -118,6 +135,14 @@ def _high_water_gb(pid: int) -> float:
     except (OSError, ValueError):
         pass
     return 0.0
+
+
+def _reset_high_water(pid: int) -> None:
+    """Reset the process's ``VmHWM`` to its current resident set (proc(5), clear_refs "5")."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def main() -> int:
@@ -146,7 +171,10 @@ def main() -> int:
                     print(f"{size:>4} px {n:>6} images: exit {r['exit_code']}"
                           f"{' (memory cap)' if r['out_of_memory'] else ''}, wall {r['wall_s']:.0f} s, peak RSS "
                           f"{r['peak_rss_gb']:.2f} GB (reached in {r['peak_reached_in']}), distill {r['distill_images_per_s'] or '-'} images/s; stages: "
-                          + ", ".join(f"{k} {v:.0f}s" for k, v in r["stages_s"].items()), flush=True)
+                          + ", ".join(f"{k} {v:.0f}s" for k, v in r["stages_s"].items())
+                          + "; own peak RSS per stage: "
+                          + ", ".join(f"{k} {'-' if v is None else f'{v:.2f} GB'}"
+                                      for k, v in r["stage_own_peak_rss_gb"].items()), flush=True)
                     for line in r["tail"]:
                         print(f"      {line}")
     if args.json:

@@ -45,3 +45,6 @@ def test_bench_scale_times_each_stage_and_the_peak_memory_of_a_real_build(tmp_pa
     by_stage = row["peak_rss_gb_by_stage"]
     assert set(by_stage) == set(row["stages_s"]) and max(by_stage.values()) == row["peak_rss_gb"]
     assert list(by_stage.values()) == sorted(by_stage.values())  # a high-water mark only rises
+    own = row["stage_own_peak_rss_gb"]  # each stage's peak within itself, its mark reset at each stage
+    assert set(own) == set(by_stage) and all(v is None or 0 < v <= row["peak_rss_gb"] for v in own.values())
+    assert max(v for v in own.values() if v is not None) >= 0.9 * by_stage["export"]
