@@ -134,6 +134,24 @@ def test_teacher_outputs_are_cached_without_augmentation(tiny):
     assert res.teacher_cached
 
 
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_the_cached_teacher_logits_are_handed_on_exactly_as_predicting_the_split_gives_them(tiny, tmp_path, where):
+    """QAT reads the teacher's training-split logits (BuildContext.teacher_train_logits): the
+    distillation cache hands them on, so the teacher runs over the split once per build."""
+    from edgedistill.distill.evaluation import predict_split
+
+    teacher, got = _resnet((8, 16), seed=7), []
+    cfg = TrainConfig(epochs=1, batch_size=32, cache_memory_mb=0 if where == "disk" else 256)
+    train(_resnet(), tiny, cfg, teacher=teacher, weights=LossWeights(ce=0.5, kd=0.5), checkpoint_dir=tmp_path,
+          teacher_logits_to=got.append)
+    (logits,) = got
+    torch.testing.assert_close(logits, predict_split(teacher.eval(), tiny, "train"), rtol=0, atol=0)
+    shifted = []  # nine shifted views: not the images as they are, nothing is handed on
+    train(_resnet(), tiny, dataclasses.replace(cfg, augment=True), teacher=teacher,
+          weights=LossWeights(ce=0.5, kd=0.5), teacher_logits_to=shifted.append)
+    assert shifted == []
+
+
 def test_with_augmentation_all_nine_views_are_cached_unless_over_the_limit(tiny):
     teacher, w = _resnet((8, 16), seed=7), LossWeights(ce=0.5, kd=0.5)
     cached = train(_resnet(), tiny, TrainConfig(epochs=1, batch_size=32, augment=True), teacher=teacher, weights=w)

@@ -73,6 +73,12 @@ class TeacherCache:
             got = {name: r[rows] for name, r in self._rows.items()}
         return got["logits"], {p: got[p] for p in self.paths}
 
+    def logits(self) -> torch.Tensor:
+        """The teacher's logits of every training image in the first view (the image as it is),
+        as a CPU float32 tensor of their own (a small array: images x classes)."""
+        rows = self._rows["logits"][: self.n]
+        return torch.from_numpy(np.array(rows)) if self.on_disk else rows.detach().cpu().float().clone()
+
 
 def teacher_cache_mb(teacher: nn.Module, paths: list[str], sample: torch.Tensor, n: int, views: int) -> float:
     logits, feats = teacher_outputs(teacher, paths, sample, use_bf16=False)

@@ -147,6 +147,7 @@ def train(
     progress: Callable[[str, int, int, str], None] | None = None,
     student_size: tuple[int, int] | None = None,
     teacher_size: tuple[int, int] | None = None,
+    teacher_logits_to: Callable[[torch.Tensor], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; returns its history. ``progress(label, epoch, epochs, info)`` is
     called after every epoch (the CLI draws a progress bar with it). Under ``torchrun`` every
@@ -158,17 +159,21 @@ def train(
     (:meth:`~edgedistill.data.dataset.ImageDataset.resized`; default: the data's own). When they
     differ, feature-level terms drop out (their maps do not pair) and so do the +-1 pixel shifts
     (no shift is the same view at two resolutions): the teacher scores the whole image, the
-    student learns from its smaller copy of it."""
+    student learns from its smaller copy of it.
+
+    ``teacher_logits_to`` is handed the teacher's logits on the training split as cached for
+    training (one view, the images as they are), so that a later stage need not run the teacher
+    over the split again; it is not called when the teacher runs online or on shifted views."""
     with contextlib.ExitStack() as stack:
         scratch_dir = checkpoint_dir if checkpoint_dir is not None and checkpoint_dir.is_dir() else None
         t_data = data.resized(teacher_size) if teacher_size else data
         s_data = data.resized(student_size) if student_size else data
         return _train(stack, scratch_dir, model, s_data, t_data, cfg, teacher, weights, label, checkpoint_dir,
-                      progress)
+                      progress, teacher_logits_to)
 
 
 def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label, checkpoint_dir,
-           progress) -> TrainResult:
+           progress, teacher_logits_to=None) -> TrainResult:
     weights = weights or LossWeights(ce=1.0)
     two_sizes = t_data.image_shape != data.image_shape
     crops = cfg.augment and max(t_data.image_shape[:2]) > SMALL_INPUT  # else +-1 px shifts
@@ -234,6 +239,8 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
                 cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="teacher-cache-", dir=scratch_dir))
             cache = TeacherCache(teacher, t_paths, n_train, lambda a, b: t_rows(slice(a, b)), views, fill, device,
                                  use_bf16, store=Path(cache_dir) if cache_dir else None, chunk=t_data.block_rows())
+            if teacher_logits_to is not None and views == 1:
+                teacher_logits_to(cache.logits())
 
     result = TrainResult(device=str(device), teacher_cached=cache is not None, world_size=world,
                          batch_per_rank=batch, lr=cfg.lr)

@@ -70,13 +70,19 @@ class BuildContext:
         return dataclasses.replace(self, data=full.resized(tuple(size)), teacher_data=full)
 
     def teacher_train_logits(self):
-        """The teacher's logits on the un-augmented, full-size training split, computed once per
-        build (every round's QAT reads them), a batch at a time."""
+        """The teacher's logits on the un-augmented, full-size training split, once per build
+        (every round's QAT reads them): distillation's cache of them when it had one
+        (:meth:`keep_teacher_train_logits`), else computed here a batch at a time."""
         if "teacher_logits" not in self._memo:
             from edgedistill.distill.evaluation import predict_split
 
             self._memo["teacher_logits"] = predict_split(self.teacher, self.full_data, "train")
         return self._memo["teacher_logits"]
+
+    def keep_teacher_train_logits(self, logits) -> None:
+        """Distillation's cached teacher logits on the training split (the same images, batches
+        and teacher as :meth:`teacher_train_logits` would run)."""
+        self._memo.setdefault("teacher_logits", logits)
 
     def warn(self, message: str) -> None:
         """Said loudly now, and kept in the manifest and at the top of both reports."""

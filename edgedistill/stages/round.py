@@ -66,7 +66,7 @@ def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
         ctx.rd, f"{tag}/distill", {**inputs, "loss": loss, "assistant_ratio": cfg.assistant_ratio},
         candidate.spec, ctx.full_data, ctx.train_cfg, ctx.teacher, ctx.weights, rep, label="distill",
         assistant_ratio=cfg.assistant_ratio, init_from_teacher=cfg.init_from_teacher, seed_teacher=ctx.seed_teacher,
-        student_size=ctx.student_size,
+        student_size=ctx.student_size, teacher_logits_to=ctx.keep_teacher_train_logits,
     )
     qat_names = ", ".join(a.name for a in artifact_specs("qat"))
     rep.stage("quantize", f"quantization-aware fine-tuning ({cfg.qat_epochs} epochs, the build's loss on logits), "

@@ -57,10 +57,13 @@ def train_student(
     rd: RunDir, stage_name: str, inputs: dict, spec, data: ImageDataset, cfg: TrainConfig,
     teacher, weights: LossWeights, rep: Reporter, *, label: str, assistant_ratio: float = float("inf"),
     init_from_teacher: bool = False, seed_teacher=None, student_size: tuple[int, int] | None = None,
+    teacher_logits_to=None,
 ) -> tuple[StudentResult, torch.nn.Module]:
     """Distil (or, without a teacher, train) a student of ``spec``. ``seed_teacher``: the zoo model
     its initial weights are sliced from when ``init_from_teacher`` (default: the teacher).
-    ``data`` is the full-size data; ``student_size`` (H, W) the student's own resolution, if lower."""
+    ``data`` is the full-size data; ``student_size`` (H, W) the student's own resolution, if lower.
+    ``teacher_logits_to``: handed ``teacher``'s training-split logits when distillation cached them
+    (not through an assistant chain, whose last teacher is an assistant)."""
     s_data = data.resized(student_size) if student_size else data
     stage = rd.stage(stage_name, inputs)
     stored = stage.load(files=(WEIGHTS_FILE,))
@@ -108,7 +111,8 @@ def train_student(
             rep.note(f"teacher/student ratio {ratio:.0f}x > {assistant_ratio:g}x, but the teacher is not of the "
                      "student's family: no assistant can be shaped between them; distilling directly")
         history = train(model, data, cfg, teacher=teacher, weights=weights, label=label,
-                        checkpoint_dir=stage.dir, progress=rep.epoch, student_size=student_size)
+                        checkpoint_dir=stage.dir, progress=rep.epoch, student_size=student_size,
+                        teacher_logits_to=teacher_logits_to)
     save_file(model.state_dict(), str(stage.dir / WEIGHTS_FILE))
     result = StudentResult(
         spec=spec_to_dict(spec), params=count_parameters(model), val_acc=history.best_val_acc,
