@@ -8,12 +8,13 @@ the built-in teacher, in a fresh run directory, under a memory cap. Prints one r
 - wall time of each stage, from the build's own progress lines (timestamped as they arrive);
 - distillation throughput: training images x epochs / distill stage seconds (the teacher's
   outputs included: computed once and cached, or online with ``--augment``);
-- the build's peak RSS (``wait4``'s ``ru_maxrss`` of the build process alone), and the stage in
-  which it was reached: the process's high-water mark (``VmHWM``) is read as each stage begins, so
-  each stage's figure is the peak up to its end;
-- each stage's own peak RSS: after each reading the high-water mark is reset (``5`` written to
-  ``/proc/PID/clear_refs``), so the next reading is the peak within that stage alone (the last
-  stage's, read when its output ends, is missing when the build has already exited);
+- each stage's own peak RSS: the process's high-water mark (``VmHWM``) is read as each stage
+  begins and then reset (``5`` written to ``/proc/PID/clear_refs``), so each reading is the peak
+  within the stage before (the last stage's, read when its output ends, is missing when the build
+  has already exited);
+- the build's peak RSS, the largest of those and of ``wait4``'s ``ru_maxrss`` (which the resets
+  lower to the peak since the last one: the kernel keeps one high-water mark), and the stage in
+  which it was reached; each stage's running peak up to its end;
 - its exit code: a build that ran past the memory cap is reported as such, not retried.
 
     python scripts/bench_scale.py [--sizes 96 160 224] [--images 2000 20000] [--epochs 1]
@@ -97,7 +98,7 @@ def run_build(data: Path, work: Path, args) -> dict:
     stages: dict[str, float] = {}
     for (name, t0), (_, t1) in zip(marks, marks[1:] + [("end", wall)]):
         stages[name] = stages.get(name, 0.0) + t1 - t0
-    final = usage.ru_maxrss / 2**20
+    final = max(usage.ru_maxrss / 2**20, overall, *(v for v in own if v > 0))
     # A mark read after the build exited (its last lines arrive late) is 0: the final peak stands in.
     ends, high = [], 0.0
     for after in peaks[1:] + [final]:

@@ -127,6 +127,23 @@ def test_select_takes_the_teacher_and_an_input_shape_like_build():
     assert bad.returncode == 2 and "--input-shape" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_select_reads_data_into_the_decoded_cache_unless_told_not_to(tmp_path, monkeypatch):
+    """`select --data` takes `build`'s --no-decoded-cache: the decoded images then stay in memory."""
+    from edgedistill.select.cli import select_inputs
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from make_imagefolder import make_imagefolder
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    make_imagefolder(tmp_path / "images", n=200, size=40, seed=0, rgb=True)
+    monkeypatch.setenv("EDGEDISTILL_CACHE", str(tmp_path / "cache"))
+    inputs = select_inputs(data=tmp_path / "images", decoded_cache=False)
+    assert inputs.input_shape == (3, 40, 40) and not (tmp_path / "cache" / "decoded").exists()
+    assert select_inputs(data=tmp_path / "images").input_shape == (3, 40, 40)
+    assert any((tmp_path / "cache" / "decoded").iterdir())
+
+
 @pytest.fixture(scope="module")
 def rgb64(tmp_path_factory):
     """A small tinted-RGB digits ImageFolder at 64 px (scripts/make_imagefolder.py --rgb)."""
@@ -148,6 +165,7 @@ def test_real_resolution_students_export_fully_integer_with_a_dynamic_batch(rgb6
     through PT2E QAT and litert-torch into a fully integer .tflite that takes any batch."""
     import numpy as np
 
+    from edgedistill.backends.onnx.convert import export_onnx_int8
     from edgedistill.backends.tflite.convert import export_tflite_int8
     from edgedistill.quantize.qat import QATConfig, qat_finetune
     from edgedistill.verify.checks import verify_file
@@ -170,6 +188,10 @@ def test_real_resolution_students_export_fully_integer_with_a_dynamic_batch(rgb6
     assert report.input["dtype"] == "int8" and report.output["dtype"] == "int8"
     assert report.input["shape"][1:] == [64, 64, 3] and report.input["batch"] == "dynamic"  # NHWC, any batch
     assert np.isfinite(report.max_abs_logit_diff) and report.agreement >= 0.9, report.problems
+    # the same graph as int8 ONNX (QDQ, uint8), as the build ships it beside the .tflite
+    export_onnx_int8(converted, x[:4], tmp_path / "int8.onnx")
+    onnx_report = verify_file(tmp_path / "int8.onnx", "int8", rgb64, ref, "qat", 0.0)
+    assert onnx_report.input["shape"][1:] == [3, 64, 64] and onnx_report.agreement >= 0.9, onnx_report.problems
 
 
 def test_a_torchscript_resnet_is_not_read_and_says_how_to_keep_its_structure():

@@ -38,11 +38,12 @@ class SelectInputs:
 
 def select_inputs(teacher: str | None = None, weights: Path | None = None, data: Path | None = None,
                   input_shape: tuple[int, int, int] | None = None, image_size: tuple[int, int] | None = None,
-                  channels: int | None = None, classes: int = 10) -> SelectInputs:
+                  channels: int | None = None, classes: int = 10, decoded_cache: bool = True) -> SelectInputs:
     """The input, classes and teacher from the same options ``build`` takes (``--data`` with
     ``--image-size``/``--channels``, ``--teacher``/``--weights``), or an ``--input-shape`` without
     data (the classes then come from the teacher's output, else ``classes``); the digits demo when
-    none is given."""
+    none is given. ``decoded_cache``: as ``build``'s, the decoded images on disk in the cache
+    (where a later build finds them) or in memory."""
     from edgedistill.errors import InputError
 
     if data is not None and input_shape is not None:
@@ -62,7 +63,8 @@ def select_inputs(teacher: str | None = None, weights: Path | None = None, data:
         from edgedistill.paths import cache_dir
         from edgedistill.teacher.load import infer_io
 
-        dataset = load_dataset(Path(data), image_size=image_size, channels=channels, store=cache_dir() / "decoded")
+        dataset = load_dataset(Path(data), image_size=image_size, channels=channels,
+                               store=cache_dir() / "decoded" if decoded_cache else None)
         if loaded is not None:
             infer_io(loaded, dataset)
         shape, classes = dataset.input_shape_nchw, dataset.num_classes
@@ -152,13 +154,14 @@ def select_command(
     channels: Annotated[Optional[int], typer.Option(help="Convert the data to 1 or 3 channels, as `build` does.")] = None,
     input_shape: Annotated[Optional[tuple[int, int, int]], typer.Option(help="Rank for input C H W without data (with --teacher, or the built-in teacher's shape), e.g. --input-shape 3 224 224.")] = None,
     classes: Annotated[int, typer.Option(min=2, help="Classes, with --input-shape and no --teacher (a teacher says its own).")] = 10,
+    decoded_cache: Annotated[bool, typer.Option("--decoded-cache/--no-decoded-cache", help="Keep --data's decoded, resized images on disk in the cache, where a later build reuses them, instead of in memory, as `build` does.")] = True,
 ) -> int:
     """Rank the students shaped like the teacher for TARGET and show which fits; trains nothing."""
     with stdout_to_stderr(json_out):  # with --json, stdout carries the JSON alone
         inputs = None
         if any(v is not None for v in (teacher, weights, data, input_shape, channels)) or image_size:
             inputs = select_inputs(teacher, weights, data, input_shape, tuple(image_size) if image_size else None,
-                                   channels, classes)
+                                   channels, classes, decoded_cache=decoded_cache)
         t, sel = run_select(target, max_latency_ms, max_size_kb, min_compression, calibration=calibration,
                             outside_zoo=outside_zoo, inputs=inputs)
     if json_out:
