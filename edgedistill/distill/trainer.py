@@ -134,7 +134,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 # The loop
 
 
-@jobs.announced("train", local=("checkpoint_dir", "progress"))
+@jobs.announced("train", local=("checkpoint_dir", "progress", "teacher_logits_to"))
 def train(
     model: nn.Module,
     data: ImageDataset,
