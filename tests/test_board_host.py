@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from edgedistill.board.rootfs import BoardError, check_qemu
-from edgedistill.board.server import emulated_cpu
+from edgedistill.board.server import _pid_in, emulated_cpu
 from edgedistill.hardware.targets import load_target
 
 
@@ -44,3 +44,15 @@ def test_without_root_board_up_says_so_and_exits_2(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "needs root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_pid_file_counts_only_once_its_number_is_written(tmp_path):
+    # CI once read sshd's pid file in the instant between its creation and its write (int('') failed).
+    pid_file = tmp_path / "sshd.pid"
+    assert _pid_in(pid_file) is None
+    pid_file.write_text("")
+    assert _pid_in(pid_file) is None
+    pid_file.write_text("12")
+    assert _pid_in(pid_file) is None
+    pid_file.write_text("1234\n")
+    assert _pid_in(pid_file) == 1234

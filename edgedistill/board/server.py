@@ -79,6 +79,16 @@ def state(target_name: str) -> BoardState | None:
     return st
 
 
+def _pid_in(path: Path) -> int | None:
+    """The pid a daemon wrote to `path`, or None while the file is missing or not yet written."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    # sshd writes "<pid>\n" in one go; the newline says the number is whole.
+    return int(text) if text.endswith("\n") and text.strip().isdigit() else None
+
+
 def up(target, log=print, runtimes: tuple[str, ...] = rootfs.DEFAULT_RUNTIMES) -> tuple[BoardState, rootfs.Image]:
     """Start (or find running) the target's board; returns its state and the rootfs image."""
     cpu = emulated_cpu(target)
@@ -116,12 +126,12 @@ def up(target, log=print, runtimes: tuple[str, ...] = rootfs.DEFAULT_RUNTIMES) -
     subprocess.run(["chroot", str(root), "/usr/sbin/sshd", "-f", f"{rel}/sshd_config", "-E", f"{rel}/sshd.log"],
                    check=False, capture_output=True, env=env, timeout=120)
     deadline = time.monotonic() + 120  # sshd under qemu takes a few seconds to listen
-    while not (_listening(port) and (inside / "sshd.pid").exists()):
+    # sshd creates its pid file before it writes the number: wait for a whole one, not just the file.
+    while not (_listening(port) and (pid := _pid_in(inside / "sshd.pid")) is not None):
         if time.monotonic() > deadline:
             logtext = (inside / "sshd.log").read_text()[-800:] if (inside / "sshd.log").exists() else ""
             raise BoardError(f"the board's sshd did not start on 127.0.0.1:{port}: {logtext.strip()}")
         time.sleep(0.5)
-    pid = int((inside / "sshd.pid").read_text().strip())
     host_pub = (inside / "host_ed25519.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     alias = f"edgedistill-board-{target.name}"
