@@ -18,10 +18,12 @@ the built-in teacher, in a fresh run directory, under a memory cap. Prints one r
 - its exit code: a build that ran past the memory cap is reported as such, not retried.
 
     python scripts/bench_scale.py [--sizes 96 160 224] [--images 2000 20000] [--epochs 1]
-                                  [--memory-cap-gb 20] [--json]
+                                  [--untrained-teacher] [--memory-cap-gb 20] [--json]
 
-The teacher is trained for ``--teacher-epochs`` only, so it (and the student) can be near chance
-and the build may stop at verification (exit 3): the figures are about cost, not accuracy.
+The teacher is trained for ``--teacher-epochs`` only, or not at all with ``--untrained-teacher``
+(the built-in teacher's network at seeded random weights, passed as a ``--teacher`` factory), so it
+(and the student) can be near chance and the build may stop at verification (exit 3): the figures
+are about cost, not accuracy.
 """
 
 from __future__ import annotations
@@ -58,10 +60,14 @@ def dataset(root: Path, size: int, n: int) -> Path:
     return out
 
 
-def run_build(data: Path, work: Path, args) -> dict:
+def run_build(data: Path, size: int, work: Path, args) -> dict:
     cmd = [sys.executable, "-m", "edgedistill", "build", "--data", str(data), "--target", args.target,
-           "--epochs", str(args.epochs), "--teacher-epochs", str(args.teacher_epochs), "--qat-epochs", "1",
+           "--epochs", str(args.epochs), "--qat-epochs", "1",
            "--no-scratch", "--bench-runs", "5", "--out", str(work / "dist"), "--run-dir", str(work / "run")]
+    if args.untrained_teacher:
+        cmd += ["--teacher", f"{untrained_teacher(work, data, size)}:build"]
+    else:
+        cmd += ["--teacher-epochs", str(args.teacher_epochs)]
     cap = int(args.memory_cap_gb * 2**30)
 
     def limit() -> None:  # in the child: allocations past the cap fail instead of swapping the machine
@@ -127,6 +133,29 @@ def run_build(data: Path, work: Path, args) -> dict:
     }
 
 
+UNTRAINED_TEACHER = """\
+import torch
+
+from edgedistill.models.base import create_model
+from edgedistill.teacher.builtin import default_teacher_spec
+
+
+def build(num_classes: int = {classes}):
+    torch.manual_seed(0)
+    return create_model(default_teacher_spec((3, {size}, {size}), num_classes))
+"""
+
+
+def untrained_teacher(work: Path, data: Path, size: int) -> Path:
+    """A teacher factory file: the built-in teacher's network for ``data``'s images, at seeded
+    random weights (its training is most of a 20k-image build's wall time, and the cost of the
+    stages after it does not depend on what the teacher knows)."""
+    classes = len([d for d in (data / "train").iterdir() if d.is_dir()])
+    path = work / "untrained_teacher.py"
+    path.write_text(UNTRAINED_TEACHER.format(size=size, classes=classes))
+    return path
+
+
 def _high_water_gb(pid: int) -> float:
     """The process's peak resident set so far (``VmHWM``), 0 when it cannot be read."""
     try:
@@ -152,6 +181,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, nargs="+", default=[2000, 20000])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--teacher-epochs", type=int, default=1)
+    ap.add_argument("--untrained-teacher", action="store_true",
+                    help="the built-in teacher's network at seeded random weights, as a --teacher factory: no teacher training")
     ap.add_argument("--target", default="android-arm64")
     ap.add_argument("--memory-cap-gb", type=float, default=20.0)
     ap.add_argument("--data-root", type=Path, default=Path.home() / ".cache" / "edgedistill" / "bench_scale")
@@ -166,7 +197,7 @@ def main() -> int:
             for n in args.images:
                 data = dataset(args.data_root, size, n)
                 with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
-                    r = run_build(data, Path(tmp), args)
+                    r = run_build(data, size, Path(tmp), args)
                 rows.append({"size": size, "images": n, **r})
                 if not args.json:
                     print(f"{size:>4} px {n:>6} images: exit {r['exit_code']}"

@@ -48,3 +48,24 @@ def test_bench_scale_times_each_stage_and_the_peak_memory_of_a_real_build(tmp_pa
     own = row["stage_own_peak_rss_gb"]  # each stage's peak within itself, its mark reset at each stage
     assert set(own) == set(by_stage) and all(v is None or 0 < v <= row["peak_rss_gb"] for v in own.values())
     assert max(v for v in own.values() if v is not None) >= 0.9 * by_stage["export"]
+
+
+def test_bench_scales_untrained_teacher_is_the_builtin_network_as_a_factory(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from bench_scale import untrained_teacher
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    from edgedistill.models.base import count_parameters, create_model
+    from edgedistill.teacher.builtin import default_teacher_spec
+    from edgedistill.teacher.load import load_teacher
+
+    data = tmp_path / "rgb96-10"
+    for name in ("a", "b", "c"):
+        (data / "train" / name).mkdir(parents=True)
+    path = untrained_teacher(tmp_path, data, 96)
+    first, again = (load_teacher(f"{path}:build").module for _ in range(2))
+    expected = create_model(default_teacher_spec((3, 96, 96), 3))
+    assert count_parameters(first) == count_parameters(expected)
+    x = __import__("torch").randn(2, 3, 96, 96)
+    assert first(x).shape == (2, 3) and bool((first(x) == again(x)).all())  # seeded: the same weights each time

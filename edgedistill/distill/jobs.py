@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgedistill import heap
 from edgedistill.distill import ddp
 from edgedistill.errors import EdgeDistillError, RankMismatchError
 
@@ -70,7 +71,10 @@ def announced(kind: str, *, local: tuple[str, ...] = ()):
                 bound.apply_defaults()
                 sent = {k: v for k, v in bound.arguments.items() if k not in local and k != "data"}
                 announce(kind, bound.arguments["data"], **sent)
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                heap.give_back()  # the job's working memory, before the next stage (heap.py)
 
         register(kind, fn)
         return call
