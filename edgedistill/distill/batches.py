@@ -24,10 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from edgedistill import heap
-
 N_VIEWS = 9
-GIVE_BACK_EVERY = 8  # training steps between handing freed memory back (heap.py; ~10 ms each)
 CROP_SCALE = (0.35, 1.0)  # share of the image's area a crop keeps (Inception-style; 0.08 is for ImageNet from scratch)
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -123,12 +120,10 @@ def prefetched(steps: list, load, pin: bool = False, depth: int = 2):
     thread = threading.Thread(target=work, name="edgedistill-prefetch", daemon=True)
     thread.start()
     try:
-        for i, _ in enumerate(steps):
+        for _ in steps:
             step, item, err = ready.get()
             if err is not None:
                 raise err
-            if i % GIVE_BACK_EVERY == 0:
-                heap.give_back()  # the last steps' freed activations (heap.py)
             yield step, item
     finally:
         stop.set()

@@ -25,7 +25,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from edgedistill import heap
 from edgedistill.distill import ddp
 from edgedistill.errors import EdgeDistillError, RankMismatchError
 
@@ -71,10 +70,7 @@ def announced(kind: str, *, local: tuple[str, ...] = ()):
                 bound.apply_defaults()
                 sent = {k: v for k, v in bound.arguments.items() if k not in local and k != "data"}
                 announce(kind, bound.arguments["data"], **sent)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                heap.give_back()  # the job's working memory, before the next stage (heap.py)
+            return fn(*args, **kwargs)
 
         register(kind, fn)
         return call

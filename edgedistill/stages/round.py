@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgedistill import __version__, heap
+from edgedistill import __version__
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import artifact_specs
 from edgedistill.bench.measurement import Measurement
@@ -83,10 +83,8 @@ def student_round(ctx: BuildContext, candidate, round_no: int) -> RoundResult:
     for term, why in qat.loss_dropped.items():
         rep.note(f"QAT left out {term}: {why}")
     rep.stage("export", ", ".join(a.name for a in artifact_specs("float")))
-    heap.give_back()  # each stage starts from what the build holds, not what the last one freed
     export = export_stage(ctx, tag, student_model, inputs)
     rep.stage("verify", "accuracy, agreement with the torch reference, and each backend's checks")
-    heap.give_back()
     verification = verify_stage(ctx, qat, export)
     benchmarks = bench_stage(ctx, qat.artifacts() + export.artifacts(), candidate.spec)
     return RoundResult(student, student_model, qat, export, verification, benchmarks, inputs, ctx)
