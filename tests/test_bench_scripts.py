@@ -56,6 +56,8 @@ def test_bench_scales_untrained_teacher_is_the_builtin_network_as_a_factory(tmp_
         from bench_scale import untrained_teacher
     finally:
         sys.path.remove(str(ROOT / "scripts"))
+    import torch
+
     from edgedistill.models.base import count_parameters, create_model
     from edgedistill.teacher.builtin import default_teacher_spec
     from edgedistill.teacher.load import load_teacher
@@ -67,5 +69,5 @@ def test_bench_scales_untrained_teacher_is_the_builtin_network_as_a_factory(tmp_
     first, again = (load_teacher(f"{path}:build").module for _ in range(2))
     expected = create_model(default_teacher_spec((3, 96, 96), 3))
     assert count_parameters(first) == count_parameters(expected)
-    x = __import__("torch").randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, 96, 96)
     assert first(x).shape == (2, 3) and bool((first(x) == again(x)).all())  # seeded: the same weights each time
