@@ -80,3 +80,23 @@ def test_qat_result_records_the_loss_it_used_and_what_it_dropped(small_digits):
     assert result.loss_used == "ce=0.5,kd=0.5,T=3.0"
     assert list(result.loss_dropped) == ["hint"] and NO_TAPS in result.loss_dropped["hint"]
     assert result.to_dict()["loss_dropped"] == result.loss_dropped  # reaches the stage's JSON
+
+
+def test_the_int8_graph_is_evaluated_without_switching_its_mode_back_and_forth(small_digits, monkeypatch):
+    # Each switch re-traces torchao's batch-norm patterns and leaves their fake tensors cached: a
+    # 20k-image 224 px build grew 0.5 GB over its val and test passes before the graph said "eval".
+    import torchao.quantization.pt2e.export_utils as export_utils
+
+    from edgedistill.distill.evaluation import predict_split
+
+    converted, _, _ = qat_finetune(_resnet(), small_digits, None, QATConfig(epochs=1))
+    rewrites = []
+    real = export_utils._replace_batchnorm
+    monkeypatch.setattr(export_utils, "_replace_batchnorm", lambda m, train_to_eval: (
+        rewrites.append(train_to_eval), real(m, train_to_eval))[1])
+    assert converted.training is False
+    first = predict_split(converted, small_digits, "test", batch_size=16)
+    second = predict_split(converted, small_digits, "test", batch_size=16)
+    assert rewrites == [] and torch.equal(first, second)
+    converted.train()  # the patched methods still switch it when asked
+    assert rewrites == [False]
