@@ -1,6 +1,7 @@
 """The latency model: kernels are counted fused, coefficients are recovered, files name sources."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from edgedistill.models.mobilenet import MobileNetSpec
 from edgedistill.models.resnet import ResNetSpec
 from edgedistill.models.vit import ViTSpec
 from edgedistill.paths import calibration_dir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHAPE = (1, 8, 8)
 
@@ -62,6 +65,41 @@ def _synthetic_records(true: dict[str, float], precision: str = "int8", noise: f
         ms = sum(true[k] * f[k] for k in FEATURES) * (1 + noise * rng.standard_normal())
         recs.append(LatencyRecord(f, precision, 1, ms, s.describe()))
     return recs
+
+
+def test_peak_memory_counts_xnnpack_indirection_tables_for_spatial_convs_only():
+    from torch import nn
+
+    from edgedistill.hardware.cost import PEAK_MEMORY_FIT, POINTER_BYTES
+
+    # a 7x7 stride-2 stem at 224 px, then a 1x1 conv (a plain GEMM: no table) and a depthwise 3x3
+    model = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3), nn.Conv2d(8, 16, 1), nn.Conv2d(16, 16, 3, 1, 1, groups=16))
+    cost = model_cost(model, (3, 224, 224))
+    f = cost.memory_features("int8")
+    assert f["indirection"] == (112 * 112 * 49 + 112 * 112 * 9) * POINTER_BYTES
+    assert f["weights"] == sum(p.numel() for p in model.parameters())
+    assert f["activations"] == 2 * 112 * 112 * 16  # the largest input + output pair: the depthwise conv's
+    a, b, d, c = PEAK_MEMORY_FIT["int8"]
+    assert cost.peak_memory_bytes("int8") == int(a * f["activations"] + b * f["weights"] + d * f["indirection"] + c)
+    assert cost.memory_features("fp32")["weights"] == 4 * f["weights"]
+    assert cost.peak_memory_bytes("fp16") > cost.peak_memory_bytes("int8")  # fp16 takes fp32's constants
+
+
+def test_peak_memory_fit_recovers_known_constants_and_keeps_them_non_negative():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fit_peak_memory", ROOT / "scripts" / "fit_peak_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    rows = [{"activations": float(a), "weights": float(w), "indirection": float(i)}
+            for a, w, i in rng.uniform(1e5, 5e6, size=(12, 3))]
+    for r in rows:
+        r["measured"] = 1.1 * r["activations"] + 2.3 * r["weights"] + 1.2 * r["indirection"] + 10e6
+    assert np.allclose(script.fit(rows), (1.1, 2.3, 1.2, 10e6), rtol=1e-6)
+    for r in rows:  # a footprint that does not grow with the activations: zero, never negative
+        r["measured"] = 2.0 * r["weights"] + 5e6 - 0.5 * r["activations"]
+    assert min(script.fit(rows)) >= 0.0
 
 
 def test_fit_recovers_known_coefficients_from_synthetic_records():

@@ -8,7 +8,7 @@ is one kernel; a linear followed by its activation is one kernel).
 
 :meth:`ModelCost.features` turns those kernels into the features the latency model
 (:mod:`edgedistill.hardware.latency_model`) is linear in, and :meth:`ModelCost.peak_memory_bytes`
-into the arena estimate selection checks against a target's memory budget.
+into the memory estimate selection checks against a target's memory budget.
 
 MACs are counted on XNNPACK's GEMM tiles (see ``GEMM_TILE``). A depthwise conv is not a GEMM (one
 filter per channel; XNNPACK runs it with its own micro-kernels over tiles of channels), so its MACs
@@ -48,6 +48,16 @@ FEATURE_UNITS = {
     "attn_elems": "ms per attention-score element (batch-matmul outputs and softmax; int8 attention leaves XNNPACK)",
 }
 ELEMENT_BYTES = {"int8": 1, "fp16": 2, "fp32": 4}
+POINTER_BYTES = 8  # arm64 and x86-64
+# A model's footprint = a * activations + b * weights + d * indirection + c (ModelCost.memory_features,
+# bytes), per precision. Fitted by `scripts/fit_peak_memory.py` (2026-12-02) on the 27 real-resolution
+# spread models at 96/160/224 px, each loaded and invoked by LiteRT + XNNPACK (4 threads) in a fresh
+# process on this x86-64 host: these constants err by at most 3% on every one (2.4% with each size
+# held out of the fit that made them). b ~ 2: the flatbuffer's weights and XNNPACK's packed copy;
+# c ~ 10 MB: the runtime's own state (threadpool, delegate), paid once per process. Measured on x86-64
+# only (RSS under qemu is the emulator's): arm64 builds of the same runtime are assumed alike.
+# fp16 takes fp32's constants.
+PEAK_MEMORY_FIT = {"int8": (1.15, 2.31, 1.23, 10.0 * 2**20), "fp32": (1.14, 1.96, 1.48, 10.2 * 2**20)}
 
 _MAC_OPS = {"conv2d": "conv", "linear": "fc", "matmul": "matmul", "__matmul__": "matmul", "bmm": "matmul"}
 _FUSABLE_INTO_PRODUCER = {"batch_norm", "relu", "relu_", "relu6", "hardtanh"}
@@ -102,17 +112,27 @@ class ModelCost:
             f["bytes"] += (k.weight_elems + k.count * (k.in_elems + k.out_elems)) * eb
         return f
 
-    def peak_memory_bytes(self, precision: str) -> int:
-        """Arena estimate: the largest input + output activation pair of any kernel, plus weights.
-
-        LiteRT plans its arena so tensors that are not alive at once share memory; a kernel's input
-        and output are alive together, so the largest pair is a lower bound on the arena and, for
-        plain chains, close to it. Residual shortcuts keep one more tensor alive, so this is an
-        estimate, not a bound.
-        """
+    def memory_features(self, precision: str) -> dict[str, int]:
+        """What a loaded model holds in memory, in bytes at ``precision`` (the terms of
+        :meth:`peak_memory_bytes`): ``activations``, the largest input + output pair of any kernel
+        (LiteRT plans its arena so tensors not alive at once share memory, and a kernel's input and
+        output are alive together; residual shortcuts keep one more alive, hence a fitted
+        multiple); ``weights``, which the flatbuffer holds and XNNPACK packs into a copy of its
+        own; ``indirection``, XNNPACK's per-conv table of one pointer per output position and tap,
+        kept for the model's life (a 7x7 stride-2 stem at 224 px: 4.9 MB, more than its weights)."""
         eb = ELEMENT_BYTES[precision]
         act = max((k.in_elems + k.out_elems for k in self.kernels), default=0)
-        return int(act * eb + self.params * eb)
+        table = sum(k.gemm[0] * k.gemm[1] * k.gemm[3] for k in self.kernels
+                    if k.op in ("conv", "dwconv") and k.gemm[3] > 1)  # 1x1 convs run as plain GEMMs
+        return {"activations": act * eb, "weights": self.params * eb, "indirection": table * POINTER_BYTES}
+
+    def peak_memory_bytes(self, precision: str) -> int:
+        """The model's footprint in the process that runs it: :meth:`memory_features` weighted by
+        the constants ``scripts/fit_peak_memory.py`` measured (``PEAK_MEMORY_FIT``), plus the
+        runtime's own per-model state."""
+        f = self.memory_features(precision)
+        a, b, d, c = PEAK_MEMORY_FIT.get(precision, PEAK_MEMORY_FIT["fp32"])
+        return int(a * f["activations"] + b * f["weights"] + d * f["indirection"] + c)
 
 
 def padded_macs(gemm: tuple[int, ...], tile: tuple[int, int, int] = GEMM_TILE) -> int:

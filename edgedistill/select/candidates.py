@@ -8,7 +8,9 @@ channels or embedding). Each candidate gets, without exporting anything:
   predicted from the parameter count (exact to a few percent for these graphs); fp32 is 4 bytes
   a parameter;
 - latency: the target's calibrated :class:`~edgedistill.hardware.latency_model.LatencyModel`;
-- peak memory: arena estimate = the largest input + output activation pair of any kernel + weights.
+- peak memory: the model's footprint in the process that runs it, fitted on LiteRT + XNNPACK
+  (:meth:`~edgedistill.hardware.cost.ModelCost.peak_memory_bytes`: activations, weights,
+  XNNPACK's indirection tables and the runtime's own ~10 MB).
 
 Selection takes the highest-capacity candidate that fits every budget. For small inputs (up to
 32 px) the capacity proxy is the parameter count, then FLOPs. Above 32 px the input resolution is
