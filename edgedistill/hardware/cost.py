@@ -129,7 +129,7 @@ class ModelCost:
     def peak_memory_bytes(self, precision: str) -> int:
         """The model's footprint in the process that runs it: :meth:`memory_features` weighted by
         the constants ``scripts/fit_peak_memory.py`` measured (``PEAK_MEMORY_FIT``), plus the
-        runtime's own per-model state."""
+        runtime's own state (``c``: about 10 MB, paid once per process)."""
         f = self.memory_features(precision)
         a, b, d, c = PEAK_MEMORY_FIT.get(precision, PEAK_MEMORY_FIT["fp32"])
         return int(a * f["activations"] + b * f["weights"] + d * f["indirection"] + c)
