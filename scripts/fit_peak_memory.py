@@ -101,7 +101,7 @@ def main() -> int:
     from edgedistill.streams import stdout_to_stderr
 
     rows: list[dict] = []
-    with stdout_to_stderr(True):  # the exporters print; stdout carries the table (or the JSON) alone
+    with stdout_to_stderr(args.json):  # the exporters print; with --json, stdout carries the JSON alone
         for spec, shape in real_resolution_specs():
             if shape[1] not in args.sizes:
                 continue
