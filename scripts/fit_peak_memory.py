@@ -5,11 +5,12 @@
 
 Exports the calibration spread's real-resolution models (``real_resolution_specs``: the built-in
 teacher's residual layout, MobileNetV2's and EfficientNet-Lite0's at 96, 160 and 224 px, 1/4 to
-full width; random weights, static batch 1, through the calibration's own export path; cached under
-``--work``) and runs each in a fresh process: LiteRT's interpreter with XNNPACK loads it, allocates
+full width; random weights, static batch 1, through the calibration's own export and its cache,
+``<cache>/calibration_models``, which ``edgedistill calibrate`` fills too) and runs each in a fresh process: LiteRT's interpreter with XNNPACK loads it, allocates
 and invokes it three times, and the process's peak RSS (``VmHWM``) is read before the interpreter
 is made and after the last invoke. The difference is the model's footprint: the flatbuffer, the
-delegate's packed copy of the weights, the activation arena and the runtime's per-model state.
+delegate's packed copy of the weights, the activation arena, XNNPACK's indirection tables and the
+runtime's own state.
 
 It then fits, per precision, by non-negative least squares,
 
@@ -27,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,9 @@ def footprint(path: Path, threads: int) -> int:
     """Bytes the model adds to a fresh process's peak RSS (see ``MEASURE``)."""
     helper = ROOT / "edgedistill" / "bench" / "device_bench.py"
     out = subprocess.run([sys.executable, "-c", MEASURE, str(helper), str(path), str(threads)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{path}: the runtime could not load and run it:\n{out.stderr[-2000:]}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
     if not r["delegate_applied"]:
         raise RuntimeError(f"{path}: XNNPACK did not take the model")
@@ -73,6 +75,11 @@ def footprint(path: Path, threads: int) -> int:
 def label(spec, shape) -> str:
     widths = "-".join(str(w) for w in spec.widths)
     return f"{spec.family} w{widths} d{'-'.join(str(d) for d in spec.depths)} @{shape[1]}"
+
+
+def predict(constants: tuple[float, float, float, float], row: dict) -> float:
+    a, b, d, c = constants
+    return a * row["activations"] + b * row["weights"] + d * row["indirection"] + c
 
 
 def fit(rows: list[dict]) -> tuple[float, float, float, float]:
@@ -91,42 +98,38 @@ def main() -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[96, 160, 224])
     ap.add_argument("--precisions", nargs="+", default=["int8", "fp32"], choices=["int8", "fp32"])
     ap.add_argument("--threads", type=int, default=4, help="the interpreter's threads (the targets' own: 4)")
-    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "edgedistill" / "peak_memory")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from edgedistill.hardware.calibrate import export_for_latency, spec_hash
+    from edgedistill.hardware.calibrate import export_all, spec_hash
     from edgedistill.hardware.cost import PEAK_MEMORY_FIT, model_cost
     from edgedistill.hardware.spread import real_resolution_specs
+    from edgedistill.paths import cache_dir
     from edgedistill.streams import stdout_to_stderr
 
+    model_dir = cache_dir() / "calibration_models"  # named as calibration names them: one cache for both
+    jobs = [(spec, precision, model_dir / f"{spec.family}-{spec_hash(spec, shape)}-{precision}.tflite", shape)
+            for spec, shape in real_resolution_specs() if shape[1] in args.sizes for precision in args.precisions]
     rows: list[dict] = []
     with stdout_to_stderr(args.json):  # the exporters print; with --json, stdout carries the JSON alone
-        for spec, shape in real_resolution_specs():
-            if shape[1] not in args.sizes:
-                continue
+        model_dir.mkdir(parents=True, exist_ok=True)
+        export_all(jobs, (), progress=lambda line: print(line, file=sys.stderr, flush=True))
+        for spec, precision, path, shape in jobs:
             cost = model_cost(spec, shape)
-            for precision in args.precisions:
-                path = args.work / f"{spec_hash(spec, shape)}-{precision}.tflite"
-                if not path.is_file():
-                    with tempfile.TemporaryDirectory(dir=args.work.parent if args.work.parent.is_dir() else None) as tmp:
-                        made = export_for_latency(spec, shape, precision, Path(tmp) / path.name)
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(made, path)
-                rows.append({"model": label(spec, shape), "size": shape[1], "precision": precision, "params": cost.params,
-                             **cost.memory_features(precision), "file_bytes": path.stat().st_size, "measured": footprint(path, args.threads),
-                             "shipped": cost.peak_memory_bytes(precision)})
-                print(f"measured {rows[-1]['model']} {precision}: {rows[-1]['measured'] / 2**20:.2f} MB",
-                      file=sys.stderr, flush=True)
+            rows.append({"model": label(spec, shape), "size": shape[1], "precision": precision, "params": cost.params,
+                         **cost.memory_features(precision), "file_bytes": path.stat().st_size,
+                         "measured": footprint(path, args.threads), "shipped": cost.peak_memory_bytes(precision)})
+            print(f"measured {rows[-1]['model']} {precision}: {rows[-1]['measured'] / 2**20:.2f} MB",
+                  file=sys.stderr, flush=True)
 
     fits = {}
     for precision in args.precisions:
         mine = [r for r in rows if r["precision"] == precision]
         if len(mine) < 3:
             continue
-        a, b, d, c = fits[precision] = fit(mine)
+        fits[precision] = fit(mine)
         for r in mine:
-            r["refit"] = a * r["activations"] + b * r["weights"] + d * r["indirection"] + c
+            r["refit"] = predict(fits[precision], r)
     if args.json:
         print(json.dumps({"threads": args.threads, "fits": fits, "rows": rows}, indent=2))
         return 0
@@ -146,9 +149,8 @@ def main() -> int:
         for size in sorted({r["size"] for r in mine}):
             rest = [r for r in mine if r["size"] != size]
             if len(rest) >= 4:
-                ha, hb, hd, hc = fit(rest)
-                held += [abs(err(ha * r["activations"] + hb * r["weights"] + hd * r["indirection"] + hc,
-                                 r["measured"])) for r in mine if r["size"] == size]
+                held_fit = fit(rest)
+                held += [abs(err(predict(held_fit, r), r["measured"])) for r in mine if r["size"] == size]
         shipped = [abs(err(r["shipped"], r["measured"])) for r in mine]
         refit = [abs(err(r["refit"], r["measured"])) for r in mine]
         print(f"{precision}: fit footprint = {a:.3f} x activations + {b:.3f} x weights + {d:.3f} x indirection "

@@ -52,7 +52,7 @@ POINTER_BYTES = 8  # arm64 and x86-64
 # A model's footprint = a * activations + b * weights + d * indirection + c (ModelCost.memory_features,
 # bytes), per precision. Fitted by `scripts/fit_peak_memory.py` (2026-12-02) on the 27 real-resolution
 # spread models at 96/160/224 px, each loaded and invoked by LiteRT + XNNPACK (4 threads) in a fresh
-# process on this x86-64 host: these constants err by at most 3% on every one (2.4% with each size
+# process on this x86-64 host: these constants err by at most 3% on every one (2.5% with each size
 # held out of the fit that made them). b ~ 2: the flatbuffer's weights and XNNPACK's packed copy;
 # c ~ 10 MB: the runtime's own state (threadpool, delegate), paid once per process. Measured on x86-64
 # only (RSS under qemu is the emulator's): arm64 builds of the same runtime are assumed alike.
