@@ -57,40 +57,22 @@ def spec_hash(spec: Any, input_shape: tuple[int, ...]) -> str:
 # --- export -------------------------------------------------------------------------------------
 
 
-def _ptq(model: torch.nn.Module, calib: torch.Tensor):
-    """PT2E post-training quantization (per-channel symmetric weights), as the QAT path but without
-    training: enough for latency, which depends on the graph, not on the learned values."""
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from edgedistill.quantize import litert_patch
-    from edgedistill.quantize.clamp_fusion import clamp_fusing_quantizer
-
-    litert_patch.install()
-    quantizer = clamp_fusing_quantizer(get_symmetric_quantization_config(is_per_channel=True, is_qat=False))
-    graph = torch.export.export(model.eval(), (calib[:1],)).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for i in range(len(calib)):
-            prepared(calib[i : i + 1])
-    converted = convert_pt2e(prepared, fold_quantize=False)
-    move_exported_model_to_eval(converted)
-    allow_exported_model_train_eval(converted)
-    return converted, quantizer
-
-
 def export_for_latency(spec: Any, input_shape: tuple[int, ...], precision: str, path: Path, seed: int = 0) -> Path:
     """Export ``spec`` (random weights) to a batch-1 NHWC .tflite at ``precision`` (int8 or fp32),
     through the TFLite backend's own conversion (what the build ships is what calibration times)."""
     from edgedistill.backends.tflite.convert import export_tflite_fp32, export_tflite_int8
+    from edgedistill.quantize.qat import make_quantizer, post_training_quantize
 
     torch.manual_seed(seed)
     model = create_model(spec).eval()
     calib = torch.randn(8, *input_shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     if precision == "int8":
-        converted, quantizer = _ptq(model, calib)
+        # Post-training only (QAT's quantizer without the training): latency depends on the
+        # graph, not on the learned values. Batch 1, as timed.
+        quantizer = make_quantizer(qat=False)
+        batches = (calib[i : i + 1] for i in range(len(calib)))
+        converted = post_training_quantize(model, calib[:1], quantizer, batches, dynamic_batch=False)
         return export_tflite_int8(converted, quantizer, calib[:1], path, dynamic_batch=False)
     if precision == "fp32":
         return export_tflite_fp32(model, calib[:1], path, dynamic_batch=False)

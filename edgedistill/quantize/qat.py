@@ -210,13 +210,16 @@ def clearly_better(right_a: torch.Tensor, right_b: torch.Tensor) -> bool:
     return only_a - only_b > 2 * math.sqrt(only_a + only_b)
 
 
-def post_training_quantize(model: nn.Module, sample: torch.Tensor, quantizer, batches) -> torch.fx.GraphModule:
-    """``model`` (not changed) quantized post-training: exported with a dynamic batch, its observers
-    set on ``batches``, converted to the int8 reference graph (no bias correction)."""
+def post_training_quantize(model: nn.Module, sample: torch.Tensor, quantizer, batches,
+                           dynamic_batch: bool = True) -> torch.fx.GraphModule:
+    """``model`` (not changed) quantized post-training: exported with a dynamic batch (else at
+    ``sample``'s batch, which every one of ``batches`` must then have), its observers set on
+    ``batches``, converted to the int8 reference graph (no bias correction)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     litert_patch.install()
-    graph = torch.export.export(copy.deepcopy(model).eval(), (sample,), dynamic_shapes=({0: batch_dim()},)).module()
+    dynamic_shapes = ({0: batch_dim()},) if dynamic_batch else None
+    graph = torch.export.export(copy.deepcopy(model).eval(), (sample,), dynamic_shapes=dynamic_shapes).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for xb in batches:
