@@ -248,13 +248,17 @@ def matching_measurements(target: Target, measurements: list) -> list:
 
 
 def refit_from_measurement(target: Target, measurement_records: list, prior: LatencyModel | None = None) -> LatencyModel:
-    """The target's latency model corrected by measurements of it.
+    """The target's latency model corrected by measurements of it, for choosing at the target's precision.
 
     ``measurement_records``: LatencyRecords, or Measurements whose ``model`` says what was measured,
-    as calibrate and the build's bench stage store them. With at
-    least ``MIN_RECORDS_FOR_FULL_REFIT`` records of a precision its coefficients are refitted;
+    as calibrate and the build's bench stage store them. Only records at ``target.precision``
+    count: a CPU's int8 and fp32 speeds are not in the ratio of the machine the prior was fitted
+    on (tests/test_feedback.py's first student, on a 2-core x86 CI-like host: int8 at 0.31x the
+    shipped host model's prediction, its fp32 export at 1.03x), so an fp32 record would pull the
+    scale the int8 choice is made with.
+    With at least ``MIN_RECORDS_FOR_FULL_REFIT`` of them the precision's coefficients are refitted;
     with fewer, the prior keeps its shape and only ``scale`` changes, to the median of
-    measured / predicted (one noisy point must not rewrite six coefficients).
+    measured / predicted (one noisy point must not rewrite six coefficients). With none, the prior.
     """
     prior = prior or latency_model_for(target)
     records = []
@@ -263,25 +267,20 @@ def refit_from_measurement(target: Target, measurement_records: list, prior: Lat
             records.append(r)
         elif r.model is not None:
             records.append(record_from_measurement(r))
-    if not records:
+    own = [r for r in records if r.precision == target.precision]
+    if not own or target.precision not in prior.coefficients:
         return prior
-    by_precision: dict[str, list[LatencyRecord]] = {}
-    for r in records:
-        by_precision.setdefault(r.precision, []).append(r)
     model = prior.with_scale(1.0)
-    refit = [r for rs in by_precision.values() if len(rs) >= MIN_RECORDS_FOR_FULL_REFIT for r in rs]
-    if refit:
-        model.fit(refit)
-        model.sources = list(prior.sources) + [{"kind": "refit", "what": f"{len(refit)} measured records"}]
-    few = [r for rs in by_precision.values() if len(rs) < MIN_RECORDS_FOR_FULL_REFIT for r in rs]
-    if few:
-        known = [r for r in few if r.precision in model.coefficients]
-        ratios = [r.measured_ms / model.predict_features(r.features, r.precision, r.threads) for r in known]
-        if ratios:
-            model = model.with_scale(float(np.median(ratios)))
-            model.sources = list(prior.sources) + [{
-                "kind": "scale", "what": f"scale {model.scale:.3f} = median measured/predicted of {len(ratios)} record(s)",
-            }]
+    if len(own) >= MIN_RECORDS_FOR_FULL_REFIT:
+        model.fit(own)
+        model.sources = list(prior.sources) + [{"kind": "refit", "what": f"{len(own)} measured {target.precision} records"}]
+        return model
+    ratios = [r.measured_ms / model.predict_features(r.features, r.precision, r.threads) for r in own]
+    model = model.with_scale(float(np.median(ratios)))
+    model.sources = list(prior.sources) + [{
+        "kind": "scale",
+        "what": f"scale {model.scale:.3f} = median measured/predicted of {len(ratios)} {target.precision} record(s)",
+    }]
     return model
 
 
