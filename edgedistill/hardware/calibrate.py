@@ -49,6 +49,28 @@ MIN_RECORDS_FOR_FULL_REFIT = 2 * len(FEATURES)
 log = logging.getLogger(__name__)
 
 
+def cpu_model() -> str:
+    """This machine's CPU as /proc/cpuinfo names it (e.g. "x86_64 AMD EPYC"), else what
+    :mod:`platform` knows: says which kind of machine a calibration was measured on without
+    identifying the machine (no host name, no paths)."""
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                name = value.strip()
+                break
+    except OSError:
+        pass
+    return " ".join(p for p in (platform.machine(), name or platform.processor()) if p).strip()
+
+
+def measured_source(command: str, what: str) -> dict:
+    """The ``sources`` entry of a calibration measured here. No machine paths: the file ships in
+    the repository (the latency store's location said nothing about the measurements)."""
+    return {"kind": "measured", "what": what, "command": command, "host": cpu_model(), "date": time.strftime("%Y-%m-%d")}
+
+
 def spec_hash(spec: Any, input_shape: tuple[int, ...]) -> str:
     blob = json.dumps({"spec": spec_to_dict(spec), "input": list(input_shape)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -190,17 +212,13 @@ def calibrate(target: Target, *, quick: bool = False, out: Path | None = None, w
     records = measured_records(specs, CALIBRATION_INPUT, precisions, target.threads, warmup=warmup, runs=runs,
                                workers=workers, store=store, command=command, progress=progress)
     model = LatencyModel(target.name, target.runtime, target.threads).fit(records)
-    model.sources = [{
-        "kind": "measured",
-        "what": f"{len(records)} benchmarks ({len(specs)} generated resnet/mobilenet/mbconv/vit models x "
-                f"{', '.join(precisions)}), median of {runs} runs after {warmup} warm-up, best of 2 rounds, "
-                f"threads={target.threads}, batch 1, input {CALIBRATION_INPUT}"
-                + ("" if quick else f" and RGB {'/'.join(map(str, REAL_RESOLUTION_SIZES))} px"),
-        "command": command,
-        "host": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "date": time.strftime("%Y-%m-%d"),
-        "store": str(store.path),
-    }]
+    model.sources = [measured_source(
+        command,
+        f"{len(records)} benchmarks ({len(specs)} generated resnet/mobilenet/mbconv/vit models x "
+        f"{', '.join(precisions)}), median of {runs} runs after {warmup} warm-up, best of 2 rounds, "
+        f"threads={target.threads}, batch 1, input {CALIBRATION_INPUT}"
+        + ("" if quick else f" and RGB {'/'.join(map(str, REAL_RESOLUTION_SIZES))} px"),
+    )]
     path = out if out is not None else (calibration_path(target.name) if write_repo_file
                                         else user_calibration_path(target.name))
     doc = {"latency_model": model.to_dict(), "records": [r.to_dict() for r in records]}
@@ -255,7 +273,9 @@ def refit_from_measurement(target: Target, measurement_records: list, prior: Lat
     count: a CPU's int8 and fp32 speeds are not in the ratio of the machine the prior was fitted
     on (tests/test_feedback.py's first student, on a 2-core x86 CI-like host: int8 at 0.31x the
     shipped host model's prediction, its fp32 export at 1.03x), so an fp32 record would pull the
-    scale the int8 choice is made with.
+    scale the int8 choice is made with. The ratio is the machine's: on this project's 2-core AMD
+    EPYC host (2026-12-08) that student's int8 ran at 0.76x, and 27 held-out models at 0.84x and
+    0.90x in two runs (median; ``scripts/bench_latency_model.py``).
     With at least ``MIN_RECORDS_FOR_FULL_REFIT`` of them the precision's coefficients are refitted;
     with fewer, the prior keeps its shape and only ``scale`` changes, to the median of
     measured / predicted (one noisy point must not rewrite six coefficients). With none, the prior.

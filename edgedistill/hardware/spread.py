@@ -67,3 +67,55 @@ def real_resolution_specs(num_classes: int = 10) -> list[tuple[Any, tuple[int, i
                 out.append((scaled_widths(base, m), shape))
             out.append((dataclasses.replace(scaled_widths(base, 0.5), depths=(1,) * len(base.depths)), shape))
     return out
+
+
+# The held-out set (scripts/bench_latency_model.py): students the build itself would rank, none of
+# them in the spread above, so that no calibration fitted on the spread has seen them. Per family
+# and input size a few of the family's shrunk candidates, evenly spaced along the family's shrink
+# order (deepest and widest first: cost falls along it within each depth).
+HELD_OUT_PER_GROUP = {"small": 3, "real": 2}
+# A vit teacher at 28 px: scripts/bench_distill.py's (patch 2, 196 tokens; the spread's vits use
+# patch 4 and 7, so these students also test the model beyond the token counts it was fitted on).
+HELD_OUT_VIT_TEACHER = {"image": 28, "patch": 2, "dim": 128, "depth": 4, "heads": 4}
+
+
+def held_out_teachers(num_classes: int = 10) -> list[tuple[Any, tuple[int, int, int]]]:
+    """(teacher spec, input shape) pairs whose students form the held-out set: at 1x28x28 the
+    built-in teacher, the mobilenet base an outside teacher is shrunk from, and a vit; at each of
+    :data:`REAL_RESOLUTION_SIZES` the built-in teacher, MobileNetV2 and EfficientNet-Lite0."""
+    from edgedistill.models.mbconv import MBConvSpec
+    from edgedistill.models.mobilenet import real_resolution_base
+    from edgedistill.models.staged import layout_for
+    from edgedistill.teacher.builtin import default_teacher_spec
+
+    small = CALIBRATION_INPUT
+    v = HELD_OUT_VIT_TEACHER
+    out: list = [(default_teacher_spec(small, num_classes), small),
+                 (real_resolution_base(small[0], num_classes, small[1:]), small),
+                 (ViTSpec(small[0], num_classes, v["image"], v["patch"], v["dim"], v["depth"], v["heads"]), small)]
+    for size in REAL_RESOLUTION_SIZES:
+        shape = (3, size, size)
+        lite = MBConvSpec(3, num_classes)
+        lite = dataclasses.replace(lite, **layout_for((size, size), len(lite.widths), lite.strides))
+        out += [(default_teacher_spec(shape, num_classes), shape),
+                (real_resolution_base(3, num_classes, (size, size)), shape), (lite, shape)]
+    return out
+
+
+def held_out_specs(num_classes: int = 10) -> list[tuple[Any, tuple[int, int, int]]]:
+    """(spec, input shape) pairs of the held-out set: for each of :func:`held_out_teachers`, its
+    shrunk candidates (:func:`~edgedistill.select.candidates.shrink_specs`) that are not in the
+    spread, in the family's order, and :data:`HELD_OUT_PER_GROUP` of them at the middles of equal
+    runs of that order (never the first, the teacher's own shape). 27 models: 9 at 28 px, 6 at each of 96,
+    160 and 224 px. Positions, not costs, pick them: pricing every candidate takes a minute."""
+    from edgedistill.select.candidates import shrink_specs, spec_key
+
+    spread = {(spec_key(s), tuple(shape)) for s, shape in
+              [(s, CALIBRATION_INPUT) for s in calibration_specs()] + real_resolution_specs(num_classes)}
+    out = []
+    for teacher, shape in held_out_teachers(num_classes):
+        fresh = [s for s in shrink_specs(teacher) if (spec_key(s), tuple(shape)) not in spread]
+        k = HELD_OUT_PER_GROUP["small" if shape == CALIBRATION_INPUT else "real"]
+        picks = sorted({min(len(fresh) - 1, max(1, round((i + 0.5) * len(fresh) / k))) for i in range(k)})
+        out += [(fresh[i], shape) for i in picks]
+    return out
