@@ -4,6 +4,7 @@ Python user can make too). Errors the user can act on print one line and exit wi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -59,12 +60,12 @@ def build(
     run_dir: Annotated[Optional[Path], typer.Option(help="Run directory for stage results [default: runs/TARGET].")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for the data split, the student's initialisation and shuffling [default: 0]; the built-in teacher's recipe is fixed.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="ImageFolder tree or .npz [default: built-in digits].")] = None,
-    teacher: Annotated[Optional[str], typer.Option(help="Teacher: .pt2, TorchScript, or FILE.py:FUNCTION / module:FUNCTION.")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Teacher weights (.safetensors or a state_dict) for a factory teacher.")] = None,
-    mean: Annotated[Optional[list[float]], typer.Option(help="Per-channel mean of scaled pixels (repeat per channel).")] = None,
-    std: Annotated[Optional[list[float]], typer.Option(help="Per-channel std of scaled pixels (repeat per channel).")] = None,
-    image_size: Annotated[Optional[list[int]], typer.Option(help="Resize images to H W (give twice: --image-size 28 --image-size 28).")] = None,
-    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail on unreadable images instead of skipping them.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher: .pt2, TorchScript, or FILE.py:FUNCTION / module:FUNCTION [default: the built-in residual CNN, trained on first use].")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Teacher weights (.safetensors or a state_dict) for a factory teacher [default: none].")] = None,
+    mean: Annotated[Optional[list[float]], typer.Option(help="Per-channel mean of scaled pixels (repeat per channel) [default: from the training data].")] = None,
+    std: Annotated[Optional[list[float]], typer.Option(help="Per-channel std of scaled pixels (repeat per channel) [default: from the training data].")] = None,
+    image_size: Annotated[Optional[list[int]], typer.Option(help="Resize images to H W (give twice: --image-size 28 --image-size 28) [default: the most common size].")] = None,
+    strict: Annotated[Optional[bool], typer.Option("--strict/--no-strict", help="Fail on unreadable images instead of skipping them [default: off].")] = None,
     channels: Annotated[Optional[int], typer.Option(help="Convert the images to 1 (grayscale) or 3 (RGB) channels [default: as the images are: 1 if all are grayscale, else 3].")] = None,
     decoded_cache: Annotated[Optional[bool], typer.Option("--decoded-cache/--no-decoded-cache", help="Keep an ImageFolder's decoded, resized images on disk in the cache (read a batch at a time, reused by later builds) instead of in memory [default: on].")] = None,
     distill: Annotated[Optional[str], typer.Option("--distill", help="Loss weights, e.g. kd=1.0,hint=0.5,attention=0.5,rkd=0.2,dist=1,ce=0.5,T=4 [default: the recipe's].")] = None,
@@ -80,12 +81,13 @@ def build(
     device: Annotated[Optional[str], typer.Option(help="Training device: auto, cpu, cuda, cuda:N [default: auto].")] = None,
     bench_device: Annotated[Optional[str], typer.Option(help="Where to benchmark: local, ssh://..., adb[:SERIAL] [default: target's device or local].")] = None,
     bench_runs: Annotated[Optional[int], typer.Option(min=1, help="Timed benchmark runs [default: 100].")] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option(help="Latency budget (ms): selection aims under it and the measured model.tflite must meet it (gate, exit 4).")] = None,
-    max_size_kb: Annotated[Optional[float], typer.Option(help="Size budget (KB): selection aims under it and model.tflite must meet it (gate, exit 4).")] = None,
-    min_accuracy: Annotated[Optional[float], typer.Option(help="Gate: model.tflite test accuracy at least this fraction, e.g. 0.95 (exit 4).")] = None,
-    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Gate: model.tflite accuracy at most this far below the reference, e.g. 0.01 (exit 4).")] = None,
-    drop_reference: Annotated[Optional[str], typer.Option(help="Reference of --max-accuracy-drop: fp32 (the distilled student) or teacher.")] = None,
-    min_teacher_accuracy: Annotated[Optional[float], typer.Option(help="Gate: the teacher's validation accuracy at least this fraction, e.g. 0.5; checked before training (exit 4).")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="Latency budget (ms): selection aims under it and the measured model.tflite must meet it (gate, exit 4) [default: the target's budget, no gate].")] = None,
+    max_size_kb: Annotated[Optional[float], typer.Option(help="Size budget (KB): selection aims under it and model.tflite must meet it (gate, exit 4) [default: the target's budget, no gate].")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(help="Gate: model.tflite test accuracy at least this fraction, e.g. 0.95 (exit 4) [default: no gate].")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Gate: model.tflite accuracy at most this far below the reference, e.g. 0.01 (exit 4) [default: no gate].")] = None,
+    drop_reference: Annotated[Optional[str], typer.Option(help="Reference of --max-accuracy-drop: fp32 (the distilled student) or teacher [default: fp32].")] = None,
+    min_teacher_accuracy: Annotated[Optional[float], typer.Option(help="Gate: the teacher's validation accuracy at least this fraction, e.g. 0.5; checked before training (exit 4) [default: no gate].")] = None,
+    min_compression: Annotated[Optional[float], typer.Option(help="The student has at least this many times fewer parameters than the teacher [default: 10].")] = None,
     max_rounds: Annotated[Optional[int], typer.Option(min=1, help="Measure/re-choose rounds when the measured latency misses the budget [default: 3].")] = None,
     init_from_teacher: Annotated[Optional[bool], typer.Option("--init-from-teacher/--no-init-from-teacher", help="Start the student from the teacher's weights where shapes allow [default: on].")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout, also when the build stops early.")] = False,
@@ -115,7 +117,7 @@ def build(
         "arm_tolerance_steps": arm_tolerance_steps,
         "augment": augment, "flip": flip, "assistant_ratio": assistant_ratio,
         "device": device, "bench_device": bench_device, "bench_runs": bench_runs,
-        "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb,
+        "max_latency_ms": max_latency_ms, "max_size_kb": max_size_kb, "min_compression": min_compression,
         # The budget flags are also gates on the measured result.
         "gate_max_latency_ms": max_latency_ms, "gate_max_size_kb": max_size_kb,
         "gate_min_accuracy": min_accuracy, "gate_max_accuracy_drop": max_accuracy_drop,
@@ -127,42 +129,67 @@ def build(
         path = config if config is not None else (Path("edgedistill.toml") if Path("edgedistill.toml").is_file() else None)
         return resolve_config(load_config_file(path) if path is not None else {}, flags)
 
-    cfg = resolved()
-    rep = Reporter(quiet=quiet)
-    if ranks.under_torchrun():
-        ranks.join()
-        if ranks.rank() != 0:  # the other ranks train at rank 0's word and exit with its code
-            with ranks.peer_loss_as_error(Path(cfg.run_path())):
-                raise typer.Exit(ranks.follow_build(cfg))
-        ranks.lead(rep)
-    with ranks.peer_loss_as_error(Path(cfg.run_path())):
-        _build(cfg, run_build, rep, json_out)
+    # Under torchrun only rank 0 speaks for the build on stdout; the other ranks exit with its code.
+    with _json_on_error("build", json_out and ranks.rank() == 0):
+        cfg = resolved()
+        rep = Reporter(quiet=quiet)
+        if ranks.under_torchrun():
+            ranks.join()
+            if ranks.rank() != 0:  # the other ranks train at rank 0's word and exit with its code
+                with ranks.peer_loss_as_error(Path(cfg.run_path())):
+                    raise typer.Exit(ranks.follow_build(cfg))
+            ranks.lead(rep)
+        with ranks.peer_loss_as_error(Path(cfg.run_path())):
+            _build(cfg, run_build, rep, json_out)
 
 
 def _build(cfg, run_build, rep, json_out: bool) -> None:
     if not json_out:
         run_build(cfg, rep)
         return
-    from edgedistill.gates import status_for, summary_json
+    from edgedistill.gates import summary_json
 
-    # With --json, stdout always carries one summary document, whatever stops the build, and
-    # nothing else: what the libraries print meanwhile goes to stderr.
-    try:
-        with stdout_to_stderr():
-            result = run_build(cfg, rep)
-    except EdgeDistillError as exc:
-        summary = summary_json(status_for(exc.exit_code), getattr(exc, "results", []), exc.exit_code,
-                               exc.message, getattr(exc, "manifest", None), None)
-        print(json.dumps(summary, indent=2))
-        raise
-    except KeyboardInterrupt:
-        print(json.dumps(summary_json("interrupted", [], EXIT_INTERRUPTED, "interrupted", None, None), indent=2))
-        raise
-    except Exception as exc:
-        print(json.dumps(summary_json("error", [], EXIT_INTERNAL, f"internal error: {exc!r}", None, None), indent=2))
-        raise
+    # With --json, stdout carries the summary and nothing else: what the libraries print meanwhile
+    # goes to stderr. A build that stops early gets its summary from _json_on_error.
+    with stdout_to_stderr():
+        result = run_build(cfg, rep)
     manifest = json.loads((result.bundle_dir / "manifest.json").read_text())
     print(json.dumps(summary_json("ok", result.gates, 0, None, manifest, result.bundle_dir), indent=2))
+
+
+@contextlib.contextmanager
+def _json_on_error(command: str, enabled: bool):
+    """With --json, a command that stops early (an error, a failed gate, Ctrl-C, a bug) still prints
+    its one document on stdout, then the error takes its usual way (one line on stderr, its exit
+    code). The document is printed after the block, when fd 1 is stdout again."""
+    if not enabled:
+        yield
+        return
+    from edgedistill.gates import error_summary
+
+    try:
+        yield
+    except EdgeDistillError as exc:
+        print(json.dumps(error_summary(command, exc.exit_code, exc.message, exc), indent=2))
+        raise
+    except KeyboardInterrupt:
+        print(json.dumps(error_summary(command, EXIT_INTERRUPTED, "interrupted"), indent=2))
+        raise
+    except typer.Exit:
+        raise  # the command chose its exit code and printed its own document
+    except Exception as exc:
+        print(json.dumps(error_summary(command, EXIT_INTERNAL, f"internal error: {exc!r}"), indent=2))
+        raise
+
+
+def _with_json_on_error(name: str, command):
+    """A mounted subsystem command whose ``--json`` document survives an early stop."""
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with _json_on_error(name, bool(kwargs.get("json_out"))):
+            return command(*args, **kwargs)
+
+    return run
 
 
 @targets_app.callback()
@@ -191,7 +218,7 @@ def targets_show(
     """Print one target's profile."""
     from edgedistill.hardware.targets import load_target
 
-    with stdout_to_stderr(json_out):
+    with _json_on_error("targets show", json_out), stdout_to_stderr(json_out):
         t = load_target(name)
     if json_out:
         print(json.dumps(t.to_dict(), indent=2))
@@ -213,7 +240,7 @@ def verify(
     # verify_command prints its JSON report itself: collect what it prints, send what the runtimes
     # print natively meanwhile to stderr, then write the report to stdout alone.
     report = io.StringIO()
-    with stdout_to_stderr(), contextlib.redirect_stdout(report):
+    with _json_on_error("verify", True), stdout_to_stderr(), contextlib.redirect_stdout(report):
         code = verify_command(bundle, json_out)
     sys.stdout.write(report.getvalue())
     raise typer.Exit(code)
@@ -227,9 +254,9 @@ def _mount_subsystem_commands() -> None:
     from edgedistill.select.cli import select
 
     app.add_typer(board_app, name="board")
-    app.command("bench")(bench)
-    app.command("select")(select)
-    app.command("calibrate")(calibrate)
+    app.command("bench")(_with_json_on_error("bench", bench))
+    app.command("select")(_with_json_on_error("select", select))
+    app.command("calibrate")(_with_json_on_error("calibrate", calibrate))
 
 
 _mount_subsystem_commands()
@@ -280,10 +307,9 @@ def _main() -> int:
     # Under torchrun every rank has stderr; say which one speaks (rank 0 speaks for the build).
     who = escape(f"[rank {os.environ['RANK']}] ") if os.environ.get("RANK", "0") != "0" else ""
     interrupted = f"{who}[bold red]interrupted[/]: finished stages are kept in the run directory; rerun to resume"
+    args = sys.argv[1:]
     try:
-        # Outside standalone mode click returns a command's typer.Exit code instead of exiting.
-        code = app(standalone_mode=False)
-        return code if isinstance(code, int) else 0
+        return _invoke(args)
     except EdgeDistillError as exc:
         # The message quotes file names and library errors: never let rich read them as markup.
         err.print(f"{who}[bold red]error:[/] {escape(exc.message)}"
@@ -298,12 +324,44 @@ def _main() -> int:
     except Exception as exc:  # usage errors carry their own exit code
         ClickException, Abort = _click_exceptions()
         if isinstance(exc, ClickException):
+            _usage_error_document(exc, args)
             exc.show()
             return exc.exit_code
         if isinstance(exc, Abort):  # click's form of Ctrl-C outside standalone mode
             err.print(interrupted)
             return EXIT_INTERRUPTED
         raise
+
+
+def _invoke(args: list[str]) -> int:
+    """Parse and run the command line; return the command's exit code. Not through ``app()``:
+    typer's own main turns Ctrl-C into a silent exit 130 (``typer.core._main``), and the user must
+    hear what was kept and that a rerun resumes. So Ctrl-C (and SIGTERM, raised as one), usage
+    errors and ``typer.Exit`` all reach :func:`_main` as they are."""
+    command = typer.main.get_command(app)
+    with command.make_context(_program_name(), list(args)) as ctx:
+        code = command.invoke(ctx)
+    return code if isinstance(code, int) else 0
+
+
+def _program_name() -> str:
+    """``edgedistill`` as the user typed it (``python -m edgedistill``: the usage line says so)."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "edgedistill"
+    return "python -m edgedistill" if name in ("__main__.py", "cli.py") else name
+
+
+def _usage_error_document(exc, args: list[str]) -> None:
+    """A usage error (unknown option, bad value, missing argument) of a command run with ``--json``:
+    stdout still carries the command's one document, with status ``input_error`` and exit code 2,
+    so a pipeline that reads it learns why instead of failing to parse an empty stdout."""
+    if "--json" not in args:
+        return
+    from edgedistill.gates import error_summary
+
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command.name if ctx is not None and ctx.parent is not None else None
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    print(json.dumps(error_summary(command, exc.exit_code, message), indent=2))
 
 
 def _without_nproc(args: list[str]) -> list[str]:

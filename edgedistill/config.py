@@ -112,6 +112,7 @@ def load_config_file(path: Path) -> dict:
     section = raw.get("build", raw)
     if not isinstance(section, dict):
         raise InputError(f"config file {path}: [build] must be a table of settings, got {section!r}")
+    spelled = {FLAG_ALIASES.get(str(k).replace("-", "_"), str(k).replace("-", "_")): str(k) for k in section}
     section = canonical_keys(section, f"config file {path}")
     unknown = sorted(set(section) - set(_FIELDS))
     if unknown:
@@ -120,6 +121,15 @@ def load_config_file(path: Path) -> dict:
             hint=f"valid keys: the build flags' names ({', '.join(sorted(FLAG_ALIASES))}, ...) or "
                  f"{', '.join(sorted(_FIELDS))}",
         )
+    # Checked here, on the file's own values, so the message names the file and the key as written,
+    # and a wrong value is refused even where a flag overrides it (the file is still wrong).
+    problems = []
+    for name, value in section.items():
+        section[name], problem = _checked(_FIELDS[name], value)
+        if problem:
+            problems.append(f"{spelled[name]} = {_show(value)} ({problem})")
+    if problems:
+        raise InputError(f"config file {path}: {'; '.join(problems)}", hint="fix the value(s) in the file")
     for budget, gate in BUDGET_GATES.items():
         if budget in section and gate not in section:
             section[gate] = section[budget]
@@ -137,39 +147,73 @@ def resolve_config(file_values: dict, flag_values: dict) -> BuildConfig:
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}
-_CHOICES = {"channels": (1, 3)}
+_CHOICES = {"channels": (1, 3), "gate_drop_reference": ("fp32", "teacher")}
 _FRACTIONS = ("gate_min_accuracy", "gate_max_accuracy_drop", "gate_min_teacher_accuracy")
 _POSITIVE = ("epochs", "teacher_epochs", "qat_epochs", "batch_size", "bench_runs", "max_rounds",
-             "lr", "min_compression", "assistant_ratio")
+             "lr", "min_compression", "assistant_ratio", "max_latency_ms", "max_size_kb",
+             "gate_max_latency_ms", "gate_max_size_kb")
+_NON_NEGATIVE = ("bench_warmup", "arm_tolerance_steps")
+
+
+def _field_types(f: dataclasses.Field) -> tuple[type, type | None]:
+    """``list[int] | None`` -> (list, int); ``float | None`` -> (float, None)."""
+    text = str(f.type).split("|")[0].strip()
+    outer, _, inner = text.partition("[")
+    return _TYPES[outer], _TYPES[inner.rstrip("]")] if inner else None
+
+
+def _is(value, expected: type) -> bool:
+    """A TOML or flag value of the expected type: an int is a float too, a bool is never a number."""
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
+
+
+def _show(value) -> str:
+    return repr(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def _checked(f: dataclasses.Field, value):
+    """``value`` for field ``f`` (an int where a float is expected becomes that float) and what is
+    wrong with it, or None. A config file is typed by hand: catch a wrong type or range here, not
+    as a TypeError deep in a stage."""
+    if value is None:
+        return value, None
+    expected, element = _field_types(f)
+    if not _is(value, expected):
+        return value, f"expected {'a list of ' + element.__name__ if element else expected.__name__}"
+    if expected is float:
+        value = float(value)
+    if element is not None:
+        if not all(_is(v, element) for v in value):
+            return value, f"expected a list of {element.__name__}"
+        value = [element(v) for v in value]
+    return value, _range_problem(f.name, value)
+
+
+def _range_problem(name: str, value) -> str | None:
+    if name in _POSITIVE and value <= 0:
+        return "must be > 0"
+    if name in _NON_NEGATIVE and value < 0:
+        return "must be >= 0"
+    if name in _FRACTIONS and not 0.0 <= value <= 1.0:
+        return "a fraction in [0, 1]: write 95% as 0.95"
+    if name in _CHOICES and value not in _CHOICES[name]:
+        return f"expected one of {', '.join(map(str, _CHOICES[name]))}"
+    if name == "image_size" and value and (len(value) != 2 or min(value) < 1):
+        return "two positive sizes H W"
+    return None
 
 
 def _check_types(cfg: BuildConfig) -> None:
-    """A config file is typed by hand: catch a wrong type or range here, not deep in training."""
+    """The resolved config, flags included: each value of its field's type and range."""
     problems = []
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if value is None or value == default:
-            continue
-        expected = _TYPES[str(f.type).split("|")[0].split("[")[0].strip()]
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(cfg, f.name, float(value))
-            value = float(value)
-        if expected is bool or isinstance(value, bool):
-            if not isinstance(value, bool) or expected is not bool:
-                problems.append(f"{f.name} = {value!r} (expected {expected.__name__})")
-            continue
-        if not isinstance(value, expected):
-            problems.append(f"{f.name} = {value!r} (expected {expected.__name__})")
-        elif f.name in _POSITIVE and value <= 0:
-            problems.append(f"{f.name} = {value!r} (must be > 0)")
-        elif f.name in _FRACTIONS and not 0.0 <= value <= 1.0:
-            problems.append(f"{f.name} = {value!r} (a fraction in [0, 1]: write 95% as 0.95)")
-        elif f.name in _CHOICES and value not in _CHOICES[f.name]:
-            problems.append(f"{f.name} = {value!r} (expected one of {', '.join(map(str, _CHOICES[f.name]))})")
-        elif f.name == "bench_warmup" and value < 0:
-            problems.append(f"{f.name} = {value!r} (must be >= 0)")
-    if cfg.gate_drop_reference not in ("fp32", "teacher"):
-        problems.append(f"gate_drop_reference = {cfg.gate_drop_reference!r} (expected 'fp32' or 'teacher')")
+        value, problem = _checked(f, getattr(cfg, f.name))
+        setattr(cfg, f.name, value)
+        if problem:
+            problems.append(f"{f.name} = {_show(value)} ({problem})")
     if problems:
         raise InputError(f"bad build configuration: {'; '.join(problems)}")

@@ -244,3 +244,18 @@ def summary_json(
 
 def status_for(exit_code: int) -> str:
     return STATUS_BY_EXIT_CODE.get(exit_code, "error")
+
+
+def error_summary(command: str | None, exit_code: int, reason: str, exc: BaseException | None = None) -> dict:
+    """What ``edgedistill COMMAND --json`` prints on stdout when it stops early (a usage error, bad
+    input, a failed gate, Ctrl-C, a bug), so stdout always parses: every command's document carries
+    ``status``, ``exit_code`` and ``reason``; ``build``'s is its summary (with the gates and the
+    rejected manifest a GateFailed carries), ``verify``'s its report."""
+    status = status_for(exit_code)
+    if command == "build":
+        return summary_json(status, getattr(exc, "results", []), exit_code, reason, getattr(exc, "manifest", None), None)
+    if command == "verify":
+        from edgedistill.verify.bundle import error_report
+
+        return error_report(None, status, exit_code, reason)
+    return {"status": status, "exit_code": exit_code, "reason": reason}

@@ -93,6 +93,49 @@ def check_writable(out: Path) -> None:
         raise InputError(f"--out {out} is not writable: {exc.strerror or exc}", hint="choose another --out") from exc
 
 
+TRAINING_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def check_devices(cfg: BuildConfig, target: Target) -> None:
+    """Every device the build names, refused now if it cannot work, not after training: the training
+    device, the benchmark device and the ARM board (their specs and devices.toml names are parsed;
+    reaching them stays with the bench and ARM stages)."""
+    from edgedistill.bench.devices import resolve_device
+
+    check_training_device(cfg.device)
+    arm_board = "" if cfg.arm_board in ("", "off") else cfg.arm_board
+    for what, spec in (("--bench-device", cfg.bench_device), (f"target {target.name}'s device", target.default_device),
+                       ("--arm-board", arm_board)):
+        if not spec:
+            continue
+        try:
+            resolve_device(spec)
+        except InputError as exc:
+            raise InputError(f"{what}: {exc.message}", hint=exc.hint) from exc
+
+
+def check_training_device(name: str) -> None:
+    """``--device``: one of :data:`TRAINING_DEVICES`, and CUDA only where this torch has it and sees
+    the GPU (torch would fail with a traceback after the data, the teacher and the selection)."""
+    import re
+
+    if name in ("auto", "cpu"):
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise InputError(f"--device {name!r} is not a training device",
+                         hint=f"use one of {', '.join(TRAINING_DEVICES)}")
+    if torch.version.cuda is None:
+        raise InputError(f"--device {name}: the installed torch {torch.__version__} is a CPU-only build, "
+                         "without CUDA", hint="use --device cpu (or auto), or install a CUDA build of torch 2.13.x")
+    count = torch.cuda.device_count()
+    if count == 0:
+        raise InputError(f"--device {name}: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU",
+                         hint="check the driver and CUDA_VISIBLE_DEVICES, or use --device cpu")
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        raise InputError(f"--device {name}: torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}")
+
+
 def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     from edgedistill.bundle.writer import write_bundle
 
@@ -108,10 +151,7 @@ def build(cfg: BuildConfig, rep: Reporter | None = None) -> BuildResult:
     gate_cfg = GateConfig.from_build_config(cfg)
     rd = RunDir(cfg.run_path())
     torch.manual_seed(cfg.seed)
-    if cfg.arm_board not in ("", "off"):
-        from edgedistill.bench.devices import resolve_device
-
-        resolve_device(cfg.arm_board)  # an unknown --arm-board is refused now, not after training
+    check_devices(cfg, target)
     loaded_teacher = load_user_teacher(cfg)
 
     data = load_data(cfg, rep)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgedistill.errors import (
-    EXIT_INTERRUPTED, EXIT_RANK_LOST, InputError, RankLostError, RankMismatchError,
+    EXIT_RANK_LOST, InputError, RankLostError, RankMismatchError,
 )
 
 RESUME_HINT = ("torchrun's log names the rank that died and why; relaunch the same command to resume "
@@ -133,8 +133,7 @@ def launch(nproc: int, build_args: list[str]) -> int:
         codes = {r: f.exitcode for r, f in exc.failures.items()}
         first_rank, _ = exc.get_first_failure()
         return exit_code_of(codes, first_rank, nproc)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    # Ctrl-C goes on to the CLI, which says what was kept and exits 130.
     return 0
 
 

@@ -26,23 +26,69 @@ def build_help() -> str:
 
 
 @pytest.mark.parametrize("note", [
-    "Distillation epochs [default: 40].",
-    "Epochs of the built-in teacher [default: 30].",
-    "Quantization-aware fine-tuning epochs [default: 4].",
     "a target TOML file [default: android-arm64].",
     "the bundle goes to OUT/TARGET [default: dist].",
     "Build config TOML [default: ./edgedistill.toml if present].",
     "Run directory for stage results [default: runs/TARGET].",
-    "shuffling [default: 0];",
     "ImageFolder tree or .npz [default: built-in digits].",
-    "Timed benchmark runs [default: 100].",
-    "misses the budget [default: 3].",
-    "for comparison [default: on].",
-    "Training device: auto, cpu, cuda, cuda:N [default: auto].",
     "adb[:SERIAL] [default: target's device or local].",
 ])
-def test_build_help_shows_the_defaults(build_help, note):
+def test_build_help_shows_the_defaults_that_are_not_values(build_help, note):
     assert note in build_help
+
+
+def _build_options():
+    """(click option, BuildConfig field) of every build option that sets a config field: the flag's
+    own name, or its alias (``--distill`` sets ``loss``), as a config file spells it too."""
+    import dataclasses
+
+    import typer
+
+    from edgedistill.cli import app
+    from edgedistill.config import FLAG_ALIASES, BuildConfig
+
+    fields = {f.name: f for f in dataclasses.fields(BuildConfig)}
+    build = typer.main.get_command(app).commands["build"]
+    for param in build.params:
+        name = FLAG_ALIASES.get(param.name, param.name)
+        if name in fields:
+            yield param, fields[name]
+
+
+def _shown(value) -> str | None:
+    """How a help text writes a BuildConfig default; None where the default is "unset" (an empty
+    string or list, None), which the help describes in words instead."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+BUILD_OPTIONS = list(_build_options())
+
+
+def test_the_build_options_that_set_config_fields_are_found():
+    # not a vacuous walk: the options that set config fields are found
+    assert len(BUILD_OPTIONS) >= 35
+    assert {f.name for _, f in BUILD_OPTIONS} >= {"epochs", "loss", "scratch_baseline", "gate_drop_reference",
+                                                   "strict", "min_compression", "device"}
+
+
+@pytest.mark.parametrize("param,field", BUILD_OPTIONS, ids=[p.name for p, _ in BUILD_OPTIONS])
+def test_build_help_states_the_build_config_default(build_help, param, field):
+    """The help's ``[default: X]`` is BuildConfig's default: a default changed without its help fails."""
+    import dataclasses
+
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    notes = re.findall(r"\[default: ([^\]]*)\]", param.help or "")
+    assert len(notes) == 1, f"--{param.name}: its help states no default: {param.help!r}"
+    expected = _shown(default)
+    if expected is not None:
+        assert notes[0] == expected, f"--{param.name}: help says [default: {notes[0]}], BuildConfig {default!r}"
+    assert f"[default: {notes[0]}]" in build_help  # and the rendered help keeps it
 
 
 def test_build_help_has_the_teacher_gate(build_help):
@@ -62,9 +108,65 @@ def test_bench_help_keeps_brackets_and_defaults():
     assert "ssh://[user@]host[:port]" in text and "adb[:SERIAL]" in text
     for note in ("Inference threads [default: 1].", "Untimed warm-up runs [default: 10].", "Timed runs [default: 100].",
                  "[default: xnnpack for .tflite, cpu for .onnx]", "[default: 300]", "[default: python3]",
-                 "[default: ~/.ssh/config]", "[default: $EDGEDISTILL_LATENCY_STORE or <cache>/latency_store.jsonl]"):
+                 "[default: ~/.ssh/config]", "[default: $EDGEDISTILL_LATENCY_STORE or <cache>/latency_store.jsonl]",
+                 "in parallel [default: local]."):
         assert note in text, note
     assert "<bool>" not in text and "BOOLEAN" not in text
+
+
+def _commands(command=None, path=()):
+    """Every leaf command of the CLI, with its words (``("targets", "show")``)."""
+    import typer
+
+    from edgedistill.cli import app
+
+    command = command or typer.main.get_command(app)
+    for name, sub in getattr(command, "commands", {}).items():
+        if getattr(sub, "commands", None):
+            yield from _commands(sub, (*path, name))
+        if sub.callback is not None:
+            yield (*path, name), sub
+
+
+def _option_entries(text: str) -> dict[str, str]:
+    """The rendered help's option entries, by their first flag: each entry's lines rejoined."""
+    entries, current = {}, None
+    for line in text.split("Options:", 1)[1].split("Commands:", 1)[0].splitlines():
+        match = re.match(r"  (-\S+?)[,\s]", line + " ")
+        if match:
+            current = match.group(1)
+            entries[current] = line
+        elif current and line.startswith("   "):
+            entries[current] += " " + line.strip()
+    return {flag: " ".join(entry.split()) for flag, entry in entries.items()}
+
+
+ALL_COMMANDS = list(_commands())
+
+
+def test_the_commands_are_found():
+    names = {" ".join(words) for words, _ in ALL_COMMANDS}
+    assert {"build", "select", "bench", "verify", "calibrate", "targets show", "board up"} <= names, names
+
+
+@pytest.mark.parametrize("words,command", ALL_COMMANDS, ids=[" ".join(w) for w, _ in ALL_COMMANDS])
+def test_every_option_of_every_command_shows_its_default(words, command):
+    """An option that takes a value, or an on/off pair, shows its default; a lone switch
+    (``--json``) is off unless given, which its form says."""
+    proc = subprocess.run([sys.executable, "-m", "edgedistill.cli", *words, "--help"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200", "TERM": "dumb"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    entries = _option_entries(proc.stdout)
+    missing = []
+    for param in command.params:
+        if param.param_type_name != "option" or param.name == "help":
+            continue
+        if param.is_flag and not param.secondary_opts:
+            continue
+        entry = entries.get(param.opts[0]) or next(e for f, e in entries.items() if f in param.opts)
+        if "[default:" not in entry:
+            missing.append(entry)
+    assert not missing, "options without a shown default:\n" + "\n".join(missing)
 
 
 @pytest.mark.parametrize("command,note", [

@@ -49,3 +49,52 @@ def test_two_spellings_of_one_setting_are_an_error(tmp_path):
 def test_bad_values_are_named(tmp_path, text, problem):
     with pytest.raises(InputError, match=problem):
         resolve_config(load_config_file(write(tmp_path, text)), {})
+
+
+@pytest.mark.parametrize("text,key", [
+    ('image-size = ["a", "b"]', "image-size"),
+    ("image_size = [28]", "image_size"),
+    ("mean = [0.5, true]", "mean"),
+    ('epochs = "ten"', "epochs"),
+    ("epochs = 2.5", "epochs"),
+    ("scratch = 1", "scratch"),
+    ('max-size-kb = "64"', "max-size-kb"),
+    ("target = 5", "target"),
+])
+def test_a_wrong_type_is_an_input_error_naming_the_file_and_the_key(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        resolve_config(load_config_file(path), {})
+    assert str(path) in err.value.message and key in err.value.message
+
+
+@pytest.mark.parametrize("text,flag", [
+    ('epochs = "ten"', {"epochs": 3}),
+    ("channels = 2", {"channels": 3}),
+    ('image-size = ["a", "b"]', {"image_size": [16, 16]}),
+])
+def test_an_invalid_value_is_refused_even_when_a_flag_overrides_it(tmp_path, text, flag):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError, match=str(path)):
+        resolve_config(load_config_file(path), flag)
+
+
+def test_ints_for_floats_are_fine_in_a_config_file(tmp_path):
+    cfg = resolve_config(load_config_file(write(tmp_path, "lr = 1\nmean = [0, 1]\nmax-size-kb = 64\n")), {})
+    assert cfg.lr == 1.0 and cfg.mean == [0.0, 1.0] and cfg.max_size_kb == 64.0 == cfg.gate_max_size_kb
+    assert isinstance(cfg.lr, float) and all(isinstance(m, float) for m in cfg.mean)
+
+
+def test_the_cli_refuses_a_mistyped_config_with_exit_2_naming_file_and_key(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "edgedistill.toml").write_text('[build]\nimage-size = ["a", "b"]\n')
+    script = Path(sys.executable).parent / "edgedistill"
+    proc = subprocess.run([str(script), "build", "--target", "host", "--out", str(tmp_path / "dist")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "edgedistill.toml" in proc.stderr and "image-size" in proc.stderr
+    assert not (tmp_path / "dist").exists()

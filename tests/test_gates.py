@@ -132,3 +132,17 @@ def test_summary_json_when_the_build_stopped_before_a_manifest():
 def test_status_words_cover_every_exit_code():
     assert [status_for(c) for c in (0, 1, 2, 3, 4, 5, 6, 130)] == [
         "ok", "error", "input_error", "verify_failed", "gate_failed", "budget", "device_error", "interrupted"]
+
+
+def test_error_summary_of_each_command_carries_status_exit_code_and_reason():
+    from edgedistill.gates import error_summary
+
+    failed = GateFailed(evaluate_gates(manifest(accuracy=0.9), GateConfig(min_accuracy=0.95)), manifest(accuracy=0.9))
+    build = error_summary("build", EXIT_GATE, failed.message, failed)
+    assert build["status"] == "gate_failed" and build["exit_code"] == EXIT_GATE and build["reason"] == failed.message
+    assert build["gates"][0]["name"] == "min_accuracy" and build["model"]["accuracy"] == 0.9  # the rejected model
+    assert set(build) == set(summary_json("ok", [], 0, None, None, None))
+    verify = error_summary("verify", 2, "No such option: --x")
+    assert verify["status"] == "input_error" and verify["problems"] == ["No such option: --x"]
+    assert error_summary("select", 130, "interrupted") == {"status": "interrupted", "exit_code": 130,
+                                                           "reason": "interrupted"}

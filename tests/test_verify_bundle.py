@@ -108,13 +108,12 @@ def test_a_truncated_file_fails_naming_it(bundle):
     assert any(p.startswith("model.onnx: 1000 bytes, the manifest says") for p in report.problems)
 
 
-def test_a_missing_manifest_is_a_clear_verification_failure(bundle, capsys):
+def test_a_bundle_without_its_manifest_is_not_a_bundle_exit_2(bundle, capsys):
     (bundle / "manifest.json").unlink()
-    report = verify_bundle(bundle)
-    assert not report.passed and len(report.checks) == 1
-    assert report.problems[0].startswith("manifest.json: missing")
-    assert verify_command(bundle, json_out=True) == EXIT_VERIFY
-    assert json.loads(capsys.readouterr().out)["status"] == "verify_failed"
+    with pytest.raises(InputError, match="has no manifest.json"):
+        verify_bundle(bundle)
+    assert verify_command(bundle, json_out=True) == EXIT_INPUT
+    assert json.loads(capsys.readouterr().out)["status"] == "input_error"
 
 
 def test_missing_and_unlisted_files_are_named(bundle):
@@ -150,3 +149,60 @@ def test_a_path_that_is_not_a_bundle_is_an_input_error(tmp_path, capsys):
         verify_bundle(tmp_path / "nope")
     assert verify_command(tmp_path / "nope", json_out=True) == EXIT_INPUT
     assert json.loads(capsys.readouterr().out)["status"] == "input_error"
+
+
+# --- manifests that do not read as one: bad input (exit 2), with the JSON report under --json -------
+
+
+def _edgedistill() -> list[str]:
+    import sys
+
+    script = Path(sys.executable).parent / "edgedistill"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "edgedistill.cli"]
+
+
+def _verify_cli(folder: Path, *args: str):
+    import subprocess
+
+    return subprocess.run([*_edgedistill(), "verify", str(folder), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+MODEL_ENTRY = {"format": "tflite", "precision": "int8"}
+
+
+@pytest.mark.parametrize("manifest,problem", [
+    ({"files": [], "artifacts": {"model.tflite": MODEL_ENTRY}, "model": "model.tflite"}, "files is a JSON list"),
+    ({"files": {"model.tflite": "abc"}, "artifacts": {"model.tflite": MODEL_ENTRY}, "model": "model.tflite"},
+     "files['model.tflite'] is 'abc'"),
+    ({"files": {}, "artifacts": ["model.tflite"], "model": "model.tflite"}, "artifacts is a JSON list"),
+    ({"files": {}, "artifacts": {"model.tflite": "int8"}, "model": "model.tflite"}, "artifacts['model.tflite']"),
+    ({"files": {}, "artifacts": {"model.tflite": MODEL_ENTRY}, "model": ["model.tflite"]}, "main model"),
+    ({"files": {}, "artifacts": {}}, "lacks model"),
+    ([1, 2], "a JSON list, not an object"),
+])
+def test_a_manifest_of_the_wrong_shape_is_an_input_error(tmp_path, manifest, problem):
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="not a bundle manifest") as err:
+        verify_bundle(tmp_path)
+    assert problem in err.value.message and str(tmp_path / "manifest.json") in err.value.message
+    proc = _verify_cli(tmp_path, "--json")
+    assert proc.returncode == EXIT_INPUT, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "input_error" and doc["exit_code"] == EXIT_INPUT and problem in doc["reason"]
+    proc = _verify_cli(tmp_path)
+    assert proc.returncode == EXIT_INPUT and "Traceback" not in proc.stderr and problem in proc.stderr
+
+
+@pytest.mark.parametrize("content", [None, "{not json", "\xff\xfe"])
+def test_a_folder_that_is_not_a_bundle_exits_2(tmp_path, content):
+    if content is not None:
+        (tmp_path / "manifest.json").write_bytes(content.encode("latin-1"))
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    proc = _verify_cli(tmp_path, "--json")
+    assert proc.returncode == EXIT_INPUT, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["status"] == "input_error"
+    proc = _verify_cli(tmp_path)
+    assert proc.returncode == EXIT_INPUT and "Traceback" not in proc.stderr
+    assert "manifest.json" in proc.stderr

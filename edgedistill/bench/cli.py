@@ -30,7 +30,7 @@ def bench_command(
     device: Annotated[Optional[list[str]], typer.Option(
         "--device", "-d",
         help="local, ssh://[user@]host[:port], ssh://ALIAS, adb[:SERIAL], or a devices.toml name. "
-             "Repeat to benchmark on several devices in parallel.")] = None,
+             "Repeat to benchmark on several devices in parallel [default: local].")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="Inference threads [default: 1].")] = None,
     delegate: Annotated[Optional[str], typer.Option(
         help="xnnpack | none (builtin kernels) | gpu | nnapi (adb) | cpu (onnxruntime) "
@@ -51,7 +51,8 @@ def bench_command(
     python: Annotated[Optional[str], typer.Option(
         help="ssh: the board's python interpreter [default: python3].")] = None,
     benchmark_binary: Annotated[Optional[Path], typer.Option(
-        help="adb: TFLite benchmark_model built for the device's ABI.")] = None,
+        help="adb: TFLite benchmark_model built for the device's ABI [default: the device's benchmark_binary in "
+             "devices.toml].")] = None,
     store: Annotated[Optional[Path], typer.Option(
         help="Latency store (JSONL) [default: $EDGEDISTILL_LATENCY_STORE or <cache>/latency_store.jsonl].")] = None,
     no_store: Annotated[bool, typer.Option("--no-store", help="Do not record these measurements.")] = False,

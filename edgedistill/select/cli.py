@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgedistill.config import BuildConfig
 from edgedistill.errors import EXIT_BUDGET, EXIT_OK
 from edgedistill.streams import stdout_to_stderr
 
@@ -48,6 +49,9 @@ def select_inputs(teacher: str | None = None, weights: Path | None = None, data:
 
     if data is not None and input_shape is not None:
         raise InputError("--data and --input-shape both say what the input is", hint="give one of them")
+    if input_shape is not None and min(input_shape) < 1:
+        raise InputError(f"--input-shape {' '.join(map(str, input_shape))}: channels, height and width must be "
+                         "positive", hint="give C H W, e.g. --input-shape 3 224 224")
     if data is None and (image_size or channels):
         raise InputError("--image-size and --channels apply to --data", hint="give --data PATH, or --input-shape C H W")
     module = loaded = None
@@ -142,17 +146,17 @@ def run_select(target_name: str, max_latency_ms: float | None = None, max_size_k
 def select_command(
     target: Annotated[str, typer.Option(help="Target name (see `edgedistill targets`) or a target TOML file.")] = "host",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON: {candidates: [...], chosen: {...}}.")] = False,
-    max_latency_ms: Annotated[Optional[float], typer.Option(help="Override the target's latency budget.")] = None,
-    max_size_kb: Annotated[Optional[float], typer.Option(help="Override the target's model size budget.")] = None,
-    min_compression: Annotated[float, typer.Option(help="Students must have this many times fewer parameters (as `build`).")] = 10.0,
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="Override the target's latency budget [default: the target's].")] = None,
+    max_size_kb: Annotated[Optional[float], typer.Option(help="Override the target's model size budget [default: the target's].")] = None,
+    min_compression: Annotated[float, typer.Option(help="Students must have this many times fewer parameters (as `build`).")] = BuildConfig.min_compression,
     calibration: Annotated[Optional[Path], typer.Option(help="Latency model JSON [default: calibration/TARGET.json].")] = None,
     outside_zoo: Annotated[bool, typer.Option("--outside-zoo", help="Show what a teacher outside the zoo (any nn.Module) gets: inverted-residual students.")] = False,
-    teacher: Annotated[Optional[str], typer.Option(help="Teacher, as `build` takes it: .pt2, TorchScript, or FILE.py:FUNCTION / module:FUNCTION.")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Teacher weights (.safetensors or a state_dict) for a factory teacher.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher, as `build` takes it: .pt2, TorchScript, or FILE.py:FUNCTION / module:FUNCTION [default: the built-in teacher's shape].")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Teacher weights (.safetensors or a state_dict) for a factory teacher [default: none].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="ImageFolder tree or .npz whose input size and classes to rank for [default: built-in digits].")] = None,
-    image_size: Annotated[Optional[list[int]], typer.Option(help="Resize the data to H W, as `build` does (give twice).")] = None,
-    channels: Annotated[Optional[int], typer.Option(help="Convert the data to 1 or 3 channels, as `build` does.")] = None,
-    input_shape: Annotated[Optional[tuple[int, int, int]], typer.Option(help="Rank for input C H W without data (with --teacher, or the built-in teacher's shape), e.g. --input-shape 3 224 224.")] = None,
+    image_size: Annotated[Optional[list[int]], typer.Option(help="Resize the data to H W, as `build` does (give twice) [default: the most common size].")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Convert the data to 1 or 3 channels, as `build` does [default: as the images are].")] = None,
+    input_shape: Annotated[Optional[tuple[int, int, int]], typer.Option(help="Rank for input C H W without data (with --teacher, or the built-in teacher's shape), e.g. --input-shape 3 224 224 [default: the data's, else the digits' 1 8 8].")] = None,
     classes: Annotated[int, typer.Option(min=2, help="Classes, with --input-shape and no --teacher (a teacher says its own).")] = 10,
     decoded_cache: Annotated[bool, typer.Option("--decoded-cache/--no-decoded-cache", help="Keep --data's decoded, resized images on disk in the cache, where a later build reuses them, instead of in memory, as `build` does.")] = True,
 ) -> int:

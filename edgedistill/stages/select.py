@@ -51,7 +51,7 @@ def select_stage(cfg, target, teacher, teacher_params: int, data, rep, recognise
             f"no student shaped like the teacher meets {target.name}'s budgets; the smallest "
             f"({best.name}, {best.params:,} params) fails: {best.why_not}",
             hint="raise --max-size-kb / --max-latency-ms, lower --min-compression, or resize the data to a lower "
-                 "resolution (--image-size H W): latency and memory scale with the pixels",
+                 "resolution (--image-size H --image-size W): latency and memory scale with the pixels",
         )
     ch = sel.chosen
     lat = "n/a" if ch.predicted_latency_ms is None else f"{ch.predicted_latency_ms:.4g} ms"

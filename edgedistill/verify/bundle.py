@@ -81,14 +81,13 @@ class VerifyReport:
 
 
 def verify_bundle(path: Path) -> VerifyReport:
-    """Verify the bundle folder ``path``; raises :class:`InputError` only if it is not a folder."""
+    """Verify the bundle folder ``path``; raises :class:`InputError` if it is not a bundle (not a
+    folder, no manifest, or a manifest that does not read as one)."""
     bundle = Path(path)
     if not bundle.is_dir():
         raise InputError(f"{bundle} is not a bundle folder", hint="pass the folder holding manifest.json, e.g. dist/android-arm64")
     report = VerifyReport(bundle)
     manifest = _read_manifest(bundle, report)
-    if manifest is None:
-        return report
     intact = _check_files(bundle, manifest, report)
     _check_labels(bundle, manifest, report, intact)
     sample = _read_sample(bundle, report, intact)
@@ -97,30 +96,51 @@ def verify_bundle(path: Path) -> VerifyReport:
     return report
 
 
-def _read_manifest(bundle: Path, report: VerifyReport) -> dict | None:
+def _read_manifest(bundle: Path, report: VerifyReport) -> dict:
+    """The manifest, checked against the schema verify relies on. A folder without one, or a
+    manifest that does not read as one, is not a bundle verify can judge: bad input (InputError,
+    exit 2), not a verification failure. Damage it can judge (a file's hash, size, presence) is
+    a failed check (exit 3)."""
     path = bundle / MANIFEST
     if not path.is_file():
-        report.add(MANIFEST, "manifest", False,
-                   f"missing: {bundle} has no {MANIFEST}, so nothing in it can be trusted; rebuild the bundle")
-        return None
+        raise InputError(f"{bundle} is not a bundle: it has no {MANIFEST}",
+                         hint="pass the folder `edgedistill build` wrote, e.g. dist/android-arm64, or rebuild it")
     try:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        report.add(MANIFEST, "manifest", False, f"not valid JSON ({exc}); rebuild the bundle")
-        return None
-    if not isinstance(manifest, dict):
-        report.add(MANIFEST, "manifest", False, "is not a JSON object; rebuild the bundle")
-        return None
-    missing = [k for k in ("files", "artifacts", "model") if k not in manifest]
-    if missing:
-        report.add(MANIFEST, "manifest", False, f"lacks {', '.join(missing)}; rebuild the bundle")
-        return None
-    if manifest["model"] not in manifest["artifacts"]:
-        report.add(MANIFEST, "manifest", False, f"main model {manifest['model']} has no entry in artifacts")
-        return None
+        raise InputError(f"{path} is not valid JSON ({exc})", hint="rebuild the bundle") from exc
+    problem = _schema_problem(manifest)
+    if problem:
+        raise InputError(f"{path} is not a bundle manifest: {problem}", hint="rebuild the bundle")
     report.add(MANIFEST, "manifest", True, f"schema {manifest.get('schema_version')}, "
                f"{len(manifest['files'])} files, {len(manifest['artifacts'])} artifacts")
     return manifest
+
+
+def _schema_problem(manifest) -> str | None:
+    """What keeps ``manifest`` from being read as a bundle's, or None: the keys verify reads, of
+    the types it reads them as."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    missing = [k for k in ("files", "artifacts", "model") if k not in manifest]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    files, artifacts = manifest["files"], manifest["artifacts"]
+    if not isinstance(files, dict):
+        return f"files is a JSON {type(files).__name__}, not an object of file name -> {{bytes, sha256}}"
+    for name, rec in files.items():
+        if not isinstance(rec, dict):
+            return f"files[{name!r}] is {rec!r}, not an object {{bytes, sha256}}"
+    if not isinstance(artifacts, dict):
+        return f"artifacts is a JSON {type(artifacts).__name__}, not an object of file name -> description"
+    for name, entry in artifacts.items():
+        if not isinstance(entry, dict):
+            return f"artifacts[{name!r}] is {entry!r}, not an object"
+    if not isinstance(manifest["model"], str) or manifest["model"] not in artifacts:
+        return f"its main model {manifest['model']!r} has no entry in artifacts"
+    if not isinstance(manifest.get("labels_file", ""), str) or not isinstance(manifest.get("labels", []), list):
+        return "labels_file must be a file name and labels a list"
+    return None
 
 
 def _check_files(bundle: Path, manifest: dict, report: VerifyReport) -> set[str]:
@@ -299,24 +319,31 @@ def _print_table(report: VerifyReport) -> None:
                   highlight=False)
 
 
+def error_report(bundle: Path | None, status: str, exit_code: int, reason: str) -> dict:
+    """The ``--json`` report of a verify that could not judge the bundle (bad input, a usage error,
+    Ctrl-C): the keys of :meth:`VerifyReport.to_dict`, nothing checked, and ``reason``."""
+    return {"status": status, "exit_code": exit_code, "reason": reason,
+            "bundle": str(bundle) if bundle is not None else None, "passed": False, "problems": [reason],
+            "checks": [], "parity": []}
+
+
 def verify_command(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder, e.g. dist/android-arm64.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")] = False,
 ) -> int:
     """Re-check a release bundle: file hashes and sizes, models, and parity on its verification sample.
 
-    Exits 0 when the bundle is intact, 3 when it is not.
+    Exits 0 when the bundle is intact, 3 when it is not, 2 when it is not a bundle.
     """
     # Returns the exit code (a typer command wraps it in ``raise typer.Exit(code)``). A path that is
-    # not a folder raises InputError (exit 2), or with --json prints {"status": "input_error"} and
+    # not a bundle raises InputError (exit 2), or with --json prints {"status": "input_error"} and
     # returns 2, so CI always gets a JSON document.
     try:
         report = verify_bundle(bundle)
     except InputError as exc:
         if not json_out:
             raise
-        print(json.dumps({"status": "input_error", "exit_code": exc.exit_code, "bundle": str(bundle),
-                          "passed": False, "problems": [str(exc)], "checks": [], "parity": []}, indent=2))
+        print(json.dumps(error_report(bundle, "input_error", exc.exit_code, str(exc)), indent=2))
         return exc.exit_code
     if json_out:
         print(json.dumps(report.to_dict(), indent=2))
