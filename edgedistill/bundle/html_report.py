@@ -24,7 +24,8 @@ from __future__ import annotations
 import html
 
 from edgedistill.bundle import plots
-from edgedistill.bundle.report import data_notes, describe_spec, resolution_note, selection_note
+from edgedistill.bundle.report import (BUNDLE_STAGE, UNTIMED_BUNDLE, data_notes, describe_spec, resolution_note,
+                                       selection_note, timed_stages)
 
 
 def _e(x) -> str:
@@ -259,11 +260,14 @@ def _curves_and_confusion(m: dict, extras: dict) -> str:
 
 def _stages_section(extras: dict) -> str:
     secs = extras.get("stage_seconds") or {}
-    chart = _img(plots.stage_chart(secs), "wall time per stage")
+    chart = _img(plots.stage_chart(timed_stages(secs)), "wall time per stage")
     if not chart:
         return ""
     total = secs.get("total")
-    note = f"Total {total:.1f} s. Stages reused from the run directory take almost no time." if total else ""
+    note = f"Total {total:.1f} s up to the bundle. " if total else ""
+    note += "Stages reused from the run directory take almost no time."
+    if BUNDLE_STAGE in secs:
+        note += f" {UNTIMED_BUNDLE[0].upper()}{UNTIMED_BUNDLE[1:]}."
     return _section("Wall time per stage", chart, note)
 
 

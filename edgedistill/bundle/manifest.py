@@ -25,6 +25,40 @@ def _io(report: dict, pre: dict | None, resize: dict | None = None) -> dict:
     return d
 
 
+def portable(value, cwd: Path | None = None, cache: Path | None = None):
+    """``value`` (a config or a provenance record) with every absolute path of the build machine
+    made portable, in strings and in dict keys (a file's sha256 is keyed by its path): relative
+    to the working directory when under it, ``<cache>/...`` under edgedistill's cache, else the
+    file or folder name, which is what identifies it (a data folder, a teacher file, weights). A
+    bundle ships into an app's repository; the run directory keeps the absolute paths."""
+    from edgedistill.paths import cache_dir
+
+    cwd = (cwd or Path.cwd()).resolve()
+    cache = (cache or cache_dir()).expanduser().resolve()
+
+    def one(text: str) -> str:
+        if not text.startswith("/"):
+            return text
+        path = Path(text).resolve()
+        for root, prefix in ((cwd, ""), (cache, "<cache>/")):
+            try:
+                return prefix + (path.relative_to(root).as_posix() or ".")
+            except ValueError:
+                continue
+        return path.name or text
+
+    def walk(v):
+        if isinstance(v, str):
+            return one(v)
+        if isinstance(v, dict):
+            return {one(k) if isinstance(k, str) else k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
 def _resize(data) -> dict:
     """How the app brings an image to the model's input size: the student's resolution (searched
     by select, maybe below the data's) and the one interpolation edgedistill resized with."""
@@ -97,7 +131,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "budgets": {"latency_ms": target.budgets.latency_ms, "model_size_kb": target.budgets.model_size_kb,
                         "peak_memory_mb": target.budgets.peak_memory_mb},
         },
-        "teacher": {"params": teacher.params, "test_accuracy": teacher.test_acc, "source": teacher.source,
+        "teacher": {"params": teacher.params, "test_accuracy": teacher.test_acc, "source": portable(teacher.source),
                     # a teacher from outside the zoo: the layout recognised and the zoo family it maps onto
                     "structure": getattr(teacher, "structure", None)},
         "student": {
@@ -117,7 +151,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
             "qat_fine_tuned_kept": result.qat.fine_tuned_kept,
             "training": _training(result),
         },
-        "data": {"name": data.name, "fingerprint": data.fingerprint(), "source": data.source,
+        "data": {"name": data.name, "fingerprint": data.fingerprint(), "source": portable(data.source),
                  "counts": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
                  # What loading did to the data: every unreadable file skipped, the images resized.
                  "load_report": _load_report(data)},
@@ -142,7 +176,7 @@ def build_manifest(result, versions: dict, files: dict[str, dict]) -> dict:
         "warnings": list(result.warnings),
         "gates": [g.to_dict() for g in result.gates],
         "seed": cfg.seed,
-        "config": cfg.to_dict(),
+        "config": portable(cfg.to_dict()),
         "versions": versions,
         "files": files,
     }

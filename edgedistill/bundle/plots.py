@@ -59,12 +59,62 @@ def _num(x) -> float | None:
 
 
 def candidates_chart(candidates: list[dict], chosen: str | None, budget_ms: float | None = None) -> str | None:
-    """Accuracy against predicted latency of every candidate considered.
+    """Accuracy against predicted latency of every candidate considered, as a base64 PNG (see
+    :func:`candidates_figure`)."""
+    fig = candidates_figure(candidates, chosen, budget_ms)
+    return to_base64_png(fig) if fig is not None else None
 
-    Only trained candidates have an accuracy; the strip below the chart shows every candidate on
-    the same x axis (filled: fits the budgets, cross: does not), so none goes unseen. Without latency
-    predictions the x axis is the parameter count.
-    """
+
+# What a candidate's ``why_not`` (edgedistill.select.candidates._judge) says kept it out, by its words.
+_WHY_NOT_KINDS = (("smaller than the teacher", "compression"), ("latency", "latency"), ("size", "size"),
+                  ("memory", "memory"))
+_KIND_WORDS = {"compression": "too little compression", "latency": "over the latency budget",
+               "size": "over the size budget", "memory": "over the memory budget", "other": "other reasons"}
+
+
+def why_not_kinds(why_not: str | None) -> list[str]:
+    """The budgets a candidate misses (compression, latency, size, memory; "other" for a reason
+    this version does not know), from its ``why_not``."""
+    kinds = []
+    for reason in filter(None, (r.strip() for r in (why_not or "").split(";"))):
+        kind = next((k for words, k in _WHY_NOT_KINDS if words in reason), "other")
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
+def candidates_legend(candidates: list[dict]) -> str:
+    """The strip's key: what each marker means, the cross with the budgets that were actually
+    missed (a cross is any candidate that does not fit, for whatever reason, not only latency)."""
+    counts: dict[str, int] = {}
+    for c in candidates:
+        if not c.get("fits", True):
+            for kind in why_not_kinds(c.get("why_not")) or ["other"]:
+                counts[kind] = counts.get(kind, 0) + 1
+    misses = ", ".join(f"{n} {_KIND_WORDS[kind]}" for kind, n in counts.items())
+    cross = f"   \u00d7 does not fit ({misses})" if counts else ""
+    return f"all {len(candidates)} candidates:  \u25cf fits{cross}   \u2605 chosen"
+
+
+def latency_axis(xs: list[float], budget_ms: float | None) -> tuple[float, float, bool]:
+    """(lower and upper x limit, whether the budget line is on the axis). The axis follows the
+    candidates, not the budget: a 16 ms budget would squeeze candidates of 0.01-0.6 ms into its
+    first pixels. Over a wide spread of latencies (above 10x) the axis is logarithmic, so the
+    fastest candidates do not pile up at zero; the caller sets the scale when ``low > 0``."""
+    positive = [x for x in xs if x > 0]
+    if not positive:
+        return 0.0, 1.0, budget_ms is not None and budget_ms <= 1.0
+    top = max(positive) * 1.15
+    low = min(positive) / 1.15 if max(positive) / min(positive) > 10 and len(positive) == len(xs) else 0.0
+    return low, top, budget_ms is not None and low <= budget_ms <= top
+
+
+def candidates_figure(candidates: list[dict], chosen: str | None, budget_ms: float | None = None) -> Figure | None:
+    """Only trained candidates have an accuracy; the strip below the chart shows every candidate on
+    the same x axis (filled: fits the budgets, cross: does not, the key says why), so none goes
+    unseen. The latency axis spans the candidates; the latency budget is a line when it falls on
+    it, else a note at the right edge says where it is. Without latency predictions the x axis is
+    the parameter count."""
     if not candidates:
         return None
     use_latency = any(_num(c.get("predicted_latency_ms")) is not None for c in candidates)
@@ -83,6 +133,12 @@ def candidates_chart(candidates: list[dict], chosen: str | None, budget_ms: floa
         ax.sharex(strip)
     else:
         ax, strip = None, fig.add_subplot(1, 1, 1)
+    budget_on_axis = False
+    if use_latency:
+        low, top, budget_on_axis = latency_axis([float(c[xkey]) for c in pts], budget_ms)
+        if low > 0:
+            _plain_log_axis(strip)
+        strip.set_xlim(low, top)
 
     if ax is not None:
         _style(ax)
@@ -97,8 +153,8 @@ def candidates_chart(candidates: list[dict], chosen: str | None, budget_ms: floa
                         textcoords="offset points", xytext=(6, 5), fontsize=7.5, color=INK)
         ax.set_ylabel("test accuracy (%)", fontsize=9)
         ax.margins(y=0.15)
-        ax.tick_params(labelbottom=False)
-        if budget_ms is not None and use_latency:
+        ax.tick_params(which="both", labelbottom=False)
+        if budget_on_axis:
             ax.axvline(budget_ms, color=RED, linestyle="--", linewidth=1)
             ax.text(budget_ms, ax.get_ylim()[1], " latency budget", color=RED, fontsize=7.5, va="top")
     else:
@@ -118,15 +174,32 @@ def candidates_chart(candidates: list[dict], chosen: str | None, budget_ms: floa
                       color=GREEN if is_chosen else (BLUE if fits else MUTED), zorder=4 if is_chosen else 3,
                       edgecolor=INK if is_chosen else None, linewidth=0.6 if is_chosen else 1.2)
     strip.set_ylim(-1.2 if ax is None else -1, 1)
-    strip.text(0.0, 0.92, f"all {len(pts)} candidates:  \u25cf fits   \u00d7 over budget   \u2605 chosen",
-               transform=strip.transAxes, fontsize=7.5, color=MUTED, va="top")
-    if budget_ms is not None and use_latency:
+    strip.text(0.0, 0.92, candidates_legend(pts), transform=strip.transAxes, fontsize=7.5, color=MUTED, va="top")
+    if budget_on_axis:
         strip.axvline(budget_ms, color=RED, linestyle="--", linewidth=1)
     if not use_latency:
         strip.set_xscale("log")
-    strip.set_xlabel("predicted latency on the target (ms)" if use_latency else
-                     "parameters (no latency prediction for this target)", fontsize=9)
-    return to_base64_png(fig)
+    strip.set_xlabel(_x_label(use_latency, budget_ms, budget_on_axis), fontsize=9)
+    return fig
+
+
+def _x_label(use_latency: bool, budget_ms: float | None, budget_on_axis: bool) -> str:
+    if not use_latency:
+        return "parameters (no latency prediction for this target)"
+    label = "predicted latency on the target (ms)"
+    if budget_ms is not None and not budget_on_axis:  # say where it is, rather than stretch the axis to it
+        label += f"; the latency budget, {budget_ms:g} ms, is off the axis"
+    return label
+
+
+def _plain_log_axis(ax) -> None:
+    """A logarithmic x axis labelled 0.02, 0.05, 0.1, ... rather than in powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def training_chart(curves: dict[str, list[dict]]) -> str | None:

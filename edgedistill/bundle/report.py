@@ -69,10 +69,32 @@ def render_markdown(manifest: dict, stage_seconds: dict[str, float], gates: list
         lines += [f"| {g['name']} | {'pass' if g['passed'] else '**FAIL**'} | {g['reason']} |" for g in gates]
     lines.append("")
     if stage_seconds:
-        lines += ["Wall time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in stage_seconds.items()), ""]
+        lines += [stage_times_line(stage_seconds), ""]
     if links_html:
         lines += ["Charts, candidates, training curves and the confusion matrix: `report.html` in the bundle.", ""]
     return "\n".join(lines)
+
+
+# The stage that writes the bundle, and this report in it: its time is not known until the report is
+# written (and the bundle renamed into place), so no report can state it. The reports leave it out
+# and say so, rather than print the 0.0 s it has when the reports are rendered.
+BUNDLE_STAGE = "bundle"
+UNTIMED_BUNDLE = "the bundle stage, which writes this report, is not timed in it"
+
+
+def timed_stages(stage_seconds: dict[str, float] | None) -> dict[str, float]:
+    """The stage times a report can state: all but the bundle stage (and ``total``, which ends
+    where the bundle stage begins)."""
+    return {k: v for k, v in (stage_seconds or {}).items() if k != BUNDLE_STAGE}
+
+
+def stage_times_line(stage_seconds: dict[str, float]) -> str:
+    timed = timed_stages(stage_seconds)
+    total = timed.pop("total", None)
+    line = "Wall time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in timed.items())
+    if total is not None:
+        line += f"; total {total:.1f}s up to the bundle"
+    return line + (f" ({UNTIMED_BUNDLE})." if BUNDLE_STAGE in stage_seconds else ".")
 
 
 def _arm_note(manifest: dict) -> list[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.bundle.manifest import build_manifest, manifest_files
+from edgedistill.bundle.manifest import build_manifest, manifest_files, portable
 from edgedistill.bundle.html_report import extras_from_result, render_html
 from edgedistill.bundle.report import render_markdown
 from edgedistill.verify.bundle import SAMPLE_IMAGES
@@ -51,7 +51,8 @@ def write_bundle(result, bundle_dir: Path, versions: dict) -> Path:
         for name, src in result.artifact_paths().items():
             shutil.copyfile(src, staging / name)
         (staging / "labels.txt").write_text("\n".join(result.data.class_names) + "\n")
-        (staging / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        (staging / "config.json").write_text(json.dumps(portable(result.config.to_dict()), indent=2, sort_keys=True)
+                                             + "\n")
         _write_verification_sample(result, staging / "verification_sample.npz")
         # The reports quote artifact sizes, so hash the artifacts first, then add the reports.
         manifest = build_manifest(result, versions, _bundle_files(staging))

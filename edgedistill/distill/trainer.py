@@ -64,9 +64,29 @@ from edgedistill.models.taps import FeatureTaps
 
 
 class TrainingDivergedError(EdgeDistillError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint, once an epoch has finished, is kept."""
 
     all_ranks = True  # under torchrun the ranks agree on it (all-reduce) and raise it together
+
+
+def _diverged(label: str, loss: float, epoch: int, t_logits, t_feats: dict, ckpt: Path | None) -> TrainingDivergedError:
+    """Say why the loss is not finite where that is known (the teacher's outputs on this batch), and
+    name a checkpoint only if one was written: none is before the first epoch ends."""
+    bad_rows = 0 if t_logits is None else int((~torch.isfinite(t_logits.float())).any(1).sum())
+    bad_feats = [p for p, f in t_feats.items() if not bool(torch.isfinite(f.float()).all())]
+    why = ""
+    if bad_rows:
+        why = f" (the teacher's logits are NaN or Inf for {bad_rows} of this batch's {len(t_logits)} images)"
+    elif bad_feats:
+        why = f" (the teacher's features at {', '.join(bad_feats)} are NaN or Inf)"
+    hint = ("check the teacher on the training images (its weights, its forward, the --mean/--std it expects)"
+            if why else "lower the learning rate (--lr) or check the data for NaN/Inf values")
+    if ckpt is not None and ckpt.exists():
+        hint += f"; the last good checkpoint, after epoch {epoch}, is {ckpt}"
+    else:
+        hint += "; no checkpoint was written (the first is at the end of epoch 1)" if epoch == 0 else \
+            "; no checkpoint was kept"
+    return TrainingDivergedError(f"{label}: loss became {loss} at epoch {epoch + 1}{why}", hint=hint)
 
 
 @dataclass
@@ -313,11 +333,7 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
                         loss, parts = criterion(logits.float(), yb, t_logits, s_feats, t_feats)
                 finite = bool(torch.isfinite(loss)) if world == 1 else ddp.all_true(bool(torch.isfinite(loss)), device)
                 if not finite:
-                    raise TrainingDivergedError(
-                        f"{label}: loss became {float(loss.detach())} at epoch {epoch + 1}",
-                        hint="lower the learning rate (--lr) or check the data for NaN/Inf values; "
-                        + (f"the last good checkpoint is {ckpt}" if ckpt is not None else "no checkpoint was kept"),
-                    )
+                    raise _diverged(label, float(loss.detach()), epoch, t_logits, t_feats, ckpt)
                 opt.zero_grad(set_to_none=True)
                 (loss * weight if world > 1 else loss).backward()
                 if world > 1 and criterion is not None:

@@ -8,10 +8,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 
 from edgedistill.config import BuildConfig
 from edgedistill.data.dataset import ImageDataset
-from edgedistill.distill.evaluation import evaluate_split
+from edgedistill.distill.evaluation import accuracy, predict_logits
 from edgedistill.errors import InputError
 from edgedistill.models import count_parameters, spec_to_dict
 from edgedistill.progress import Reporter
@@ -76,8 +77,7 @@ def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=No
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
     if loaded is not None:
         module, recognised = user_teacher_module(loaded, data)  # the select stage says what was recognised
-        acc = evaluate_split(module, data, "test")
-        val_acc = evaluate_split(module, data, "val")
+        acc, val_acc = user_teacher_accuracy(module, loaded, data)
         rep.note(f"user teacher: {count_parameters(module):,} params, test accuracy {acc:.4f}, "
                  f"validation {val_acc:.4f}")
         return module, TeacherInfo(key=stable_hash(loaded.source), params=count_parameters(module), test_acc=acc,
@@ -93,6 +93,50 @@ def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=No
     return module, TeacherInfo(key=info.source["key"], params=info.params, test_acc=info.test_acc,
                                val_acc=info.val_acc, source=info.source, cached=info.cached, spec=info.spec,
                                history=_cached_history(info.source.get("cache"))), None
+
+
+def user_teacher_accuracy(module, loaded, data: ImageDataset) -> tuple[float, float]:
+    """(test, validation) accuracy of the user's teacher. Its failures on these batches, and NaN or
+    Inf among its logits, are refused here (exit 2): the probe in ``infer_io`` saw two images only,
+    and non-finite logits would read as "at chance" and then sink distillation much later."""
+    logits = {split: split_logits(module, loaded, data, split) for split in ("test", "val")}
+    refuse_non_finite(loaded.source.get("spec", ""), logits)
+    return tuple(accuracy(logits[split].numpy(), getattr(data, split).labels) for split in ("test", "val"))
+
+
+def split_logits(module, loaded, data: ImageDataset, split: str) -> torch.Tensor:
+    """The teacher's logits over a split, block by block as training will feed it; the teacher's
+    own exception becomes one line naming the teacher, the split and the images it failed on."""
+    from edgedistill.teacher.load import teacher_failed
+
+    rows = data.block_rows()
+    outs = []
+    for start, x in data.batches(split, rows):
+        try:
+            outs.append(predict_logits(module, torch.from_numpy(x), rows))
+        except Exception as err:  # the user's teacher may raise anything
+            what = f"{_SPLIT_NAMES[split]} images {start}-{start + len(x) - 1} (a batch of {len(x)})"
+            raise teacher_failed(loaded.source.get("spec", ""), what, err, module, data.input_shape_nchw,
+                                 loaded.source) from err
+    return torch.cat(outs) if outs else torch.empty(0, data.num_classes)
+
+
+_SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def refuse_non_finite(name: str, logits: dict[str, torch.Tensor]) -> None:
+    """Refuse a teacher whose logits hold NaN or Inf on any split, saying how many and where."""
+    counts = []
+    for split, values in logits.items():
+        bad = ~torch.isfinite(values)
+        if bad.any():
+            counts.append(f"{int(bad.any(1).sum())} of {len(values)} {_SPLIT_NAMES[split]} images "
+                          f"({int(bad.sum())} of {values.numel()} logits)")
+    if counts:
+        raise InputError(
+            f"teacher {name} outputs NaN or Inf logits for {'; '.join(counts)}",
+            hint="a student cannot learn from them: check the teacher's weights (--weights), its forward "
+                 "and the preprocessing it expects (--mean/--std)")
 
 
 def _cached_history(cache: str | None) -> list[dict]:

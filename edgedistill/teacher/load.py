@@ -88,17 +88,21 @@ def infer_io(teacher: LoadedTeacher | nn.Module, dataset: ImageDataset) -> None:
     batch = torch.from_numpy(dataset.preprocessing.apply(dataset.train.images[:2]))
     try:
         output = _run(module, batch)
-    except Exception as err:  # user models fail in many ways; each means "this input does not fit"
+    except Exception as err:  # user models fail in many ways; only some mean "this input does not fit"
         if len(batch) > 1 and _runs(module, batch[:1]):
             raise InputError(
                 f"teacher {name} only accepts a batch of 1",
                 hint="re-export it with a dynamic batch: torch.export.export(model, (x,), "
                      "dynamic_shapes=({0: torch.export.Dim('batch')},))",
             ) from err
+        expected = _input_mismatch(module, (c, h, w))
+        if expected is None:  # the input is what its first layer takes: the failure is the teacher's own
+            raise teacher_failed(name, f"2 training images (N,C,H,W)=(2,{c},{h},{w})", err, module, (c, h, w),
+                                 getattr(teacher, "source", None)) from err
         raise InputError(
-            f"teacher {name} expects input {_expected_input(module)} but the data is (C,H,W)=({c},{h},{w}) "
+            f"teacher {name} expects input {expected} but the data is (C,H,W)=({c},{h},{w}) "
             f"[{_first_line(err)}]",
-            hint="use --image-size H W to resize the data, and check the channel count (--channels 1 or 3)",
+            hint="use --image-size H --image-size W to resize the data, and check the channel count (--channels 1 or 3)",
         ) from err
     if not isinstance(output, torch.Tensor):
         raise InputError(f"teacher {name} returns {type(output).__name__}, not a tensor",
@@ -302,18 +306,67 @@ def _runs(module: nn.Module, batch: torch.Tensor) -> bool:
     return True
 
 
-def _expected_input(module: nn.Module) -> str:
-    """Best-effort description of the input the teacher was built for."""
+def teacher_failed(name: str, what: str, err: BaseException, module: nn.Module,
+                   chw: tuple[int, int, int], source: dict | None = None) -> InputError:
+    """The teacher's own exception on ``what`` (the inputs it was given), in one line: its type,
+    its message and where in the teacher's code it was raised."""
+    where = _raised_at(err, source)
+    first = _first_layer(module)
+    takes = (f"its first layer takes {first[1]} {first[0]}, as the data gives; "
+             if first and _input_mismatch(module, chw) is None else "")
+    hint = f"{takes}the error comes from the teacher's own code: fix or wrap its forward"
+    if _about_shapes(err):  # a size a later layer was built for, e.g. a Linear after the convolutions
+        hint += (" (it is about tensor shapes: if the teacher was built for another image size, resize the data "
+                 "with --image-size H --image-size W)")
+    return InputError(f"teacher {name} failed on {what}: {type(err).__name__}: {_first_line(err)}"
+                      + (f" (raised at {where})" if where else ""), hint=hint)
+
+
+def _raised_at(err: BaseException, source: dict | None) -> str:
+    """``file:line in function`` of the innermost frame in the teacher's own files (else the
+    innermost frame outside torch), or "" when there is none to name."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    own = {str(Path(f).resolve()) for f in ((source or {}).get("sha256") or {})}
+    mine = [f for f in frames if own and str(Path(f.filename).resolve()) in own]
+    outside = [f for f in frames if f"{os.sep}torch{os.sep}" not in f.filename
+               and f"{os.sep}edgedistill{os.sep}" not in f.filename]
+    frame = (mine or outside or [None])[-1]
+    return f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}" if frame is not None else ""
+
+
+def _about_shapes(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(w in text for w in ("shape", "size", "dimension"))
+
+
+def _input_mismatch(module: nn.Module, chw: tuple[int, int, int]) -> str | None:
+    """What the teacher takes, when that definitely differs from the data's (C, H, W): the input
+    shape a torch.export program was traced with, its first convolution's channels, or (with no
+    convolution at all) its first Linear's features against C*H*W. None when the input fits as far
+    as can be told, so that a failure is not blamed on the data when it is the teacher's own."""
     if isinstance(module, torch.fx.GraphModule):
         for node in module.graph.nodes:
             value = node.meta.get("val") if node.op == "placeholder" else None
-            if isinstance(value, torch.Tensor):
-                return f"(N,C,H,W)={tuple(value.shape)}"
-    for sub in module.modules():
-        in_channels = getattr(sub, "in_channels", None)
-        if isinstance(in_channels, int):
-            return f"{in_channels} channel(s)"
-        in_features = getattr(sub, "in_features", None)
-        if isinstance(in_features, int):
-            return f"{in_features} input features"
-    return "a different input"
+            if isinstance(value, torch.Tensor) and value.ndim == 4:
+                traced = tuple(value.shape)[1:]
+                if any(isinstance(d, int) and d != want for d, want in zip(traced, chw)):
+                    return f"(N,C,H,W)={tuple(value.shape)}"
+                return None
+    first = _first_layer(module)
+    if first is None:
+        return None
+    kind, n = first
+    return f"{n} {kind}" if n != (chw[0] if kind == "channel(s)" else chw[0] * chw[1] * chw[2]) else None
+
+
+def _first_layer(module: nn.Module) -> tuple[str, int] | None:
+    """("channel(s)", in_channels) of the teacher's first convolution, or, with no convolution at
+    all, ("input features", in_features) of its first Linear (which then takes the flattened image)."""
+    layers = list(module.modules())
+    conv = next((m for m in layers if isinstance(getattr(m, "in_channels", None), int)), None)
+    if conv is not None:
+        return "channel(s)", conv.in_channels
+    linear = next((m for m in layers if isinstance(getattr(m, "in_features", None), int)), None)
+    return ("input features", linear.in_features) if linear is not None else None
