@@ -54,6 +54,9 @@ class QATConfig:
     lr: float = 5e-4
     batch_size: int = 64  # the global batch, as in distillation
     seed: int = 0
+    # under torchrun: BatchNorm and the observers see the global batch (--no-sync-batchnorm: each
+    # process's own), as in distillation
+    sync_batchnorm: bool = True
 
 
 @dataclass
@@ -176,7 +179,7 @@ def qat_finetune(
     # biases (bias_correction.py: on a 96 px MBConv student, 86.4% -> 89.0% test accuracy).
     before_fix = correct_biases(before, calibration())
     with contextlib.ExitStack() as synced:
-        if world > 1:
+        if world > 1 and cfg.sync_batchnorm:
             synced.enter_context(ddp.synced_batchnorm(prepared))
             synced.enter_context(ddp.synced_observers(prepared))
         _epochs(net, criterion, opt, sched, data, y_train, teacher_logits, cfg, batch, result)

@@ -60,12 +60,17 @@ class QuantizeResult:
         return cls(**{**d, "config": QATConfig(**d["config"]), "dir": str(folder)})
 
 
+def qat_config(cfg) -> QATConfig:
+    """What QAT runs with, from the build's config (``--no-sync-batchnorm`` reaches it too)."""
+    return QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed, sync_batchnorm=cfg.sync_batchnorm)
+
+
 def quantize_stage(ctx: BuildContext, tag: str, student_model: torch.nn.Module, base_inputs: dict) -> QuantizeResult:
     from edgedistill.models import family_of
     from edgedistill.quantize.qat import BIAS_CORRECTION_IMAGES, qat_finetune
 
     cfg, data, weights = ctx.cfg, ctx.data, ctx.weights
-    qcfg = QATConfig(epochs=cfg.qat_epochs, seed=cfg.seed)
+    qcfg = qat_config(cfg)
     stage = ctx.rd.stage(f"{tag}/quantize", {**base_inputs, "student_weights": weights_digest(ctx.rd, tag),
                                              "qat": dataclasses.asdict(qcfg), "loss": weights.to_str(),
                                              "bias_correction_images": BIAS_CORRECTION_IMAGES,

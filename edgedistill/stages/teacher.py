@@ -72,6 +72,16 @@ def shared_teacher_key(loaded) -> str:
     return "teacher:" + stable_hash(loaded.source)
 
 
+def builtin_teacher_config(cfg: BuildConfig):
+    """The built-in teacher's training: its fixed recipe, with the build's epochs, device and
+    ``--no-sync-batchnorm`` (under torchrun, BatchNorm over each process's own batch). The synced
+    default keys the teacher cache as before the flag reached it."""
+    from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN
+
+    return dataclasses.replace(DEFAULT_TEACHER_TRAIN, epochs=cfg.teacher_epochs, device=cfg.device,
+                               sync_batchnorm=cfg.sync_batchnorm)
+
+
 def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=None):
     """(teacher module, TeacherInfo, recognition or None)."""
     rep.stage("teacher", cfg.teacher or "built-in residual CNN (trained on first use, then cached)")
@@ -84,10 +94,9 @@ def teacher_stage(cfg: BuildConfig, data: ImageDataset, rep: Reporter, loaded=No
                                    val_acc=val_acc, source=loaded.source,
                                    spec=spec_to_dict(module.spec) if hasattr(module, "spec") else None,
                                    structure=recognised.to_dict() if recognised is not None else None), recognised
-    from edgedistill.teacher.builtin import DEFAULT_TEACHER_TRAIN, builtin_teacher
+    from edgedistill.teacher.builtin import builtin_teacher
 
-    teacher_cfg = dataclasses.replace(DEFAULT_TEACHER_TRAIN, epochs=cfg.teacher_epochs, device=cfg.device)
-    module, info = builtin_teacher(data, teacher_cfg, progress=rep.epoch)
+    module, info = builtin_teacher(data, builtin_teacher_config(cfg), progress=rep.epoch)
     rep.note(("reused cached" if info.cached else "trained") + f" teacher: {info.params:,} params, "
              f"test accuracy {info.test_acc:.4f} ({info.source['cache']})")
     return module, TeacherInfo(key=info.source["key"], params=info.params, test_acc=info.test_acc,
