@@ -253,3 +253,34 @@ def test_a_loss_that_diverges_later_names_the_checkpoint_that_exists(digits160, 
               progress=poison_after_epoch_1)
     ckpt = tmp_path / "checkpoint.pt"
     assert ckpt.exists() and f"the last good checkpoint, after epoch 1, is {ckpt}" in str(err.value)
+
+
+class _FailsOnLargeBatches(torch.nn.Module):
+    """Answers like a linear classifier on small batches, raises on more than 100 images at once
+    (so the teacher stage's checks could pass while distillation's teacher cache fails)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        if len(x) > 100:
+            raise MemoryError("this teacher takes at most 100 images at once")
+        return self.fc(x.flatten(1))
+
+
+def test_a_teacher_that_fails_on_training_images_is_one_line_naming_the_stage_and_the_images():
+    from edgedistill.data.digits import load_digits_dataset
+    from edgedistill.distill.trainer import TrainConfig, train
+    from edgedistill.errors import InputError
+    from edgedistill.models.base import create_model
+    from edgedistill.models.resnet import ResNetSpec
+
+    data = load_digits_dataset()
+    student = create_model(ResNetSpec(1, 10, (4, 8), (1, 1)))
+    with pytest.raises(InputError) as err:
+        train(student, data, TrainConfig(epochs=1), teacher=_FailsOnLargeBatches().eval(), label="distill")
+    text = str(err.value)
+    assert text.startswith("distill: the teacher failed on the ") and "training images" in text
+    assert "MemoryError: this teacher takes at most 100 images at once" in text
+    assert "teacher's own code" in err.value.hint
