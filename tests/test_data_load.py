@@ -205,7 +205,7 @@ def test_split_folders_beside_other_folders_are_refused(tmp_path):
 
 def test_a_class_too_small_to_split_is_refused(tmp_path):
     root = write_tree(tmp_path / "d", {"a": 6, "b": 1})
-    with pytest.raises(InputError, match="b have no training images after splitting.*at least 3"):
+    with pytest.raises(InputError, match=r"b \(1 image\) have no training images after splitting.*at least 3 images per class"):
         load_dataset(root)
 
 

@@ -58,7 +58,7 @@ def test_the_record_names_every_skipped_file_and_counts_the_resized_images(noisy
     assert report.target_size == (16, 16) and data.image_shape == (16, 16, 1)
     assert report.lines() == [
         "2 unreadable images skipped: train/1/a.png, train/2/b.png (--strict stops on them instead)",
-        "6 images resized to 16x16 (the most common size; --image-size H W chooses another): 6 from 24x20",
+        "6 images resized to 16x16 (the most common size; --image-size H --image-size W chooses another): 6 from 24x20",
     ]
     assert len(data.train) + len(data.val) + len(data.test) == 3 * 8 + 3 * 3
 
@@ -103,7 +103,9 @@ def test_the_record_survives_the_manifest_round_trip():
                                target_from="most common")
     d = report.to_dict()
     assert d == {"skipped": list(CORRUPT), "skipped_count": 2, "resized": {"24x20": 60}, "resized_count": 60,
-                 "target_size": [16, 16], "target_size_from": "most common"}
+                 "target_size": [16, 16], "target_size_from": "most common",
+                 "transparent": [], "transparent_count": 0, "transparent_composited_on": None,
+                 "converted": [], "converted_count": 0, "converted_to": None, "converted_forced": False}
     assert DataLoadReport.from_dict(d) == report
     assert DataLoadReport.from_dict(None) == DataLoadReport() == DataLoadReport.from_dict({})
 

@@ -12,8 +12,10 @@ trained with torchvision keeps its class indices. Every split must have the same
 Images are read twice: a header pass (cheap: mode and size only) decides the channel count and
 the common size, then DataLoader workers decode them into one preallocated array, in memory or in
 the on-disk cache of decoded images (:mod:`edgedistill.data.decoded`), which a later read of the
-same unchanged files takes as it is. Unreadable files (skipped, or fatal with ``strict``) and
-resized images are recorded in the returned ``load_report``.
+same unchanged files takes as it is. Unreadable files (skipped, or fatal with ``strict``), resized
+images, images with transparent pixels (composited on black) and images whose channels were
+converted (grayscale among colour, or as ``channels`` asks) are recorded in the returned
+``load_report``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLIT_NAMES = ("train", "val", "test")
 LABELS_FILE = "labels.txt"
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
-_SHOWN = 20  # how many skipped files the manifest names
+_SHOWN = 20  # how many files the manifest names per kind (skipped, transparent, converted)
 
 
 def read_imagefolder(
@@ -73,23 +75,26 @@ def read_imagefolder(
 
     headers = {name: _read_headers(entries, unreadable) for name, entries in files.items()}
     all_headers = [h for hs in headers.values() for h in hs]
-    gray = all(is_gray for _, _, _, is_gray in all_headers)
+    gray = all(h.gray for h in all_headers)
     n_channels = channels if channels is not None else (1 if gray else 3)
-    size, size_from = _target_size(root, [hw for _, _, hw, _ in all_headers], image_size)
+    size, size_from = _target_size(root, [h.hw for h in all_headers], image_size)
 
     splits: dict[str, Split] = {}
-    resized_from: Counter[tuple[int, int]] = Counter()  # original (H, W) of each image decoded and resized
+    notes = decoded.DecodeNotes()
     for name, split_headers in headers.items():
         dest = folder / f"{name}.u8" if folder is not None else None
-        splits[name] = decoded.decode_split(split_headers, size, n_channels, unreadable, resized_from, dest)
+        splits[name] = decoded.decode_split(split_headers, size, n_channels, unreadable, notes, dest)
         _require_every_class(splits[name], class_names, split_dirs[name])
 
-    resized = sum(resized_from.values())
+    resized = sum(notes.resized_from.values())
     index = {
         "class_names": list(class_names),
         "skipped": [[_relative(path, root), reason] for path, reason in skipped],
-        "resized_from": [[list(hw), count] for hw, count in resized_from.items()],
+        "resized_from": [[list(hw), count] for hw, count in notes.resized_from.items()],
         "size": list(size), "size_from": size_from,
+        "transparent": _first_paths(notes.transparent, root),
+        "converted": {**_first_paths(notes.converted, root), "to": "grayscale" if n_channels == 1 else "RGB",
+                      "forced": channels is not None},
         "details": {
             "layout": layout,
             "class_names_from": labels_from,
@@ -109,11 +114,18 @@ def read_imagefolder(
 
 
 def _from_index(index: dict, splits: dict[str, Split], class_names: tuple[str, ...], ignored: int) -> RawSplits:
+    converted = index["converted"]
     report = DataLoadReport.of(
         skipped=[path for path, _ in index["skipped"]],
         resized_from=Counter({tuple(hw): count for hw, count in index["resized_from"]}),
         target_size=tuple(index["size"]),
         target_from=index["size_from"],
+        transparent=index["transparent"]["paths"],
+        transparent_count=index["transparent"]["count"],
+        converted=converted["paths"],
+        converted_count=converted["count"],
+        converted_to=converted["to"] if converted["count"] else "",
+        converted_forced=converted["forced"],
     )
     return RawSplits(
         train=splits["train"],
@@ -123,6 +135,12 @@ def _from_index(index: dict, splits: dict[str, Split], class_names: tuple[str, .
         details={**index["details"], "ignored_non_images": ignored},
         load_report=report,
     )
+
+
+def _first_paths(paths: list[Path], root: Path) -> dict:
+    """How many, and the first :data:`_SHOWN` relative paths: a note that may cover every image
+    (``--channels`` on a large tree) stays small in the cache index and the manifest."""
+    return {"count": len(paths), "paths": [_relative(p, root) for p in paths[:_SHOWN]]}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -212,17 +230,13 @@ def _list_images(folder: Path, class_names: tuple[str, ...]) -> tuple[list[tuple
     return entries, ignored
 
 
-# (path, class index, (H, W), is grayscale)
-_Header = tuple[Path, int, tuple[int, int], bool]
-
-
-def _read_headers(entries: list[tuple[Path, int]], unreadable) -> list[_Header]:
+def _read_headers(entries: list[tuple[Path, int]], unreadable) -> list[decoded.Header]:
     headers = []
     for path, label in entries:
         try:
             with Image.open(path) as image:
                 width, height = image.size
-                headers.append((path, label, (height, width), _is_gray(image)))
+                headers.append(decoded.Header(path, label, (height, width), _is_gray(image)))
         except Exception as err:  # PIL raises many kinds of error on bad files; each is "unreadable"
             unreadable(path, f"{type(err).__name__}: {err}")
     return headers

@@ -31,12 +31,21 @@ from edgedistill.data.dataset import ImageDataset, Preprocessing, Split
 from edgedistill.data.digits import load_digits_dataset
 from edgedistill.data.imagefolder import read_imagefolder
 from edgedistill.data.npz import RawSplits, read_npz
-from edgedistill.data.report import DataLoadReport
+from edgedistill.data.report import DataLoadReport, size_text
 from edgedistill.data.resize import resize_pil
-from edgedistill.data.split import stratified_split
+from edgedistill.data.split import smallest_splittable, stratified_split
 from edgedistill.errors import InputError
 
 UINT8_PIXEL_SCALE = 1.0 / 255.0
+# The smallest image side the pipeline builds for. Below 32 px the students keep a full-resolution
+# stem and halve the map in each stage after the first (models/staged.py), so the built-in
+# teacher's three-stage students take 4x4 to a 1x1 map, and LiteRT's XNNPACK delegate fails to
+# prepare such a .tflite ("failed to reshape runtimeNode"); 5x5 ends at 2x2 and runs. Measured: the
+# resnet and mobilenet students exported fp32 at 4 and 5 px, and whole builds (int8 included) at 3
+# and 5 px. Applied to each side: a 4x8 image happens to run (its last map is 1x2), but a rule per
+# side is one a user can follow. Students with more stride-2 stages (a 4-stage teacher's) need
+# more; the data stage cannot know the teacher yet.
+MIN_IMAGE_SIDE = 5
 
 Stat = float | Sequence[float] | None
 
@@ -77,8 +86,11 @@ def load_dataset(
             hint="give a folder of class folders (ImageFolder) or an .npz with x_train, y_train, x_test, y_test",
         )
 
+    # Refused here, after loading and before anything trains: data no classifier can learn from.
+    _require_two_classes(raw.class_names, path, kind)
+    _require_image_size(raw.train.images.shape[1:3], path)
     train, val, test, recipe = _complete_splits(raw, split_seed, val_fraction, test_fraction)
-    _require_training_images(train, raw.class_names, path)
+    _require_training_images(raw.train, train, raw.class_names, path, recipe, (val_fraction, test_fraction))
     preprocessing = _preprocessing(train.images, mean, std, path)
     source = {
         "kind": kind,
@@ -106,7 +118,14 @@ def _check_options(image_size, channels, val_fraction: float, test_fraction: flo
     if channels is not None and channels not in (1, 3):
         raise InputError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
-        raise InputError(f"image size must be two positive numbers H W, got {image_size}")
+        raise InputError(f"image size must be two positive numbers H W, got {image_size}",
+                         hint="give the flag twice: --image-size H --image-size W")
+    if image_size is not None and min(image_size) < MIN_IMAGE_SIDE:
+        raise InputError(
+            f"--image-size {size_text(image_size)} is below the smallest images edgedistill builds for, "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}",
+            hint=f"give at least --image-size {MIN_IMAGE_SIDE} --image-size {MIN_IMAGE_SIDE}",
+        )
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise InputError(f"bad split fractions: val {val_fraction}, test {test_fraction}",
                          hint="each must be in (0, 1) and together below 1")
@@ -201,14 +220,52 @@ def _take(split: Split, index: np.ndarray) -> Split:
     return split.take(index)
 
 
-def _require_training_images(train: Split, class_names: tuple[str, ...], path: Path) -> None:
-    counts = np.bincount(train.labels, minlength=len(class_names))
-    empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
+def _require_two_classes(class_names: tuple[str, ...], path: Path, kind: str) -> None:
+    """One class: every answer is right, so training, the teacher check and the accuracy gate all
+    pass on a model that has learnt nothing."""
+    if len(class_names) >= 2:
+        return
+    what = (f"one class folder ({class_names[0]})" if kind == "imagefolder"
+            else f"one class ({class_names[0]}) in y_train")
+    hint = ("add a folder of images for each other class" if kind == "imagefolder"
+            else "y_train must hold examples of at least two classes, labelled 0..K-1")
+    raise InputError(f"{path} has {what}: a classifier needs at least two classes", hint=hint)
+
+
+def _require_image_size(hw: tuple[int, int], path: Path) -> None:
+    if min(hw) < MIN_IMAGE_SIDE:
         raise InputError(
-            f"{path}: class(es) {', '.join(empty[:5])} have no training images after splitting",
-            hint="each class needs at least 3 images when edgedistill splits it (one each for train, val, test)",
+            f"{path}: images are {size_text(hw)}, below the smallest edgedistill builds for, "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (the students halve small images down to 1x1 feature maps, "
+            "which LiteRT's XNNPACK delegate fails to run)",
+            hint=f"upscale them with --image-size {MIN_IMAGE_SIDE} --image-size {MIN_IMAGE_SIDE} (or larger)",
         )
+
+
+def _require_training_images(before: Split, train: Split, class_names: tuple[str, ...], path: Path,
+                             recipe: dict, fractions: tuple[float, float]) -> None:
+    """Every class keeps training images once val/test are carved out of train (the readers have
+    already refused a class with no training images at all)."""
+    counts = np.bincount(train.labels, minlength=len(class_names))
+    empty = np.flatnonzero(counts == 0)
+    if not len(empty):
+        return
+    had = np.bincount(before.labels, minlength=len(class_names))
+    listed = ", ".join(f"{class_names[i]} ({had[i]} image{'s' if had[i] != 1 else ''})" for i in empty[:5])
+    more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+    carved = recipe["carved"]
+    if len(carved) == 2:  # one folder, or train alone: val and test both come out of it
+        need = smallest_splittable(*fractions)
+        how = f"splitting them into train, val and test needs at least {need} images per class"
+    elif not carved:  # nothing was carved: a reader let an empty class through
+        how = "every class needs training examples"
+    else:
+        (part,) = carved
+        share = fractions[0] if part == "val" else fractions[1]
+        need = smallest_splittable(0.0, share)
+        how = (f"carving {part} out of train needs at least {need} training images per class; "
+               f"or provide {part}/ (y_{part}) yourself")
+    raise InputError(f"{path}: class(es) {listed}{more} have no training images after splitting", hint=how)
 
 
 def _preprocessing(train_images: np.ndarray, mean: Stat, std: Stat, path: Path) -> Preprocessing:
