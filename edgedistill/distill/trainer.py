@@ -154,7 +154,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 # The loop
 
 
-@jobs.announced("train", local=("checkpoint_dir", "progress", "teacher_logits_to"))
 @contextlib.contextmanager
 def _teacher_code(label: str, what: str):
     """The teacher's own exception on training images (the teacher stage ran it only on the test
@@ -170,6 +169,7 @@ def _teacher_code(label: str, what: str):
                               "images: fix or wrap its forward") from err
 
 
+@jobs.announced("train", local=("checkpoint_dir", "progress", "teacher_logits_to"))
 def train(
     model: nn.Module,
     data: ImageDataset,
