@@ -50,7 +50,11 @@ DEFAULT_INIT_FROM_TEACHER = True
 
 def default_recipe(teacher_params: int, student_params: int) -> tuple[LossWeights, dict[str, Any]]:
     """Loss weights and TrainConfig overrides for distilling a teacher of ``teacher_params`` into a
-    student of ``student_params``. The build applies the overrides with :func:`apply_overrides`."""
+    student of ``student_params``, as ``scripts/bench_distill.py`` applies them (with
+    :func:`apply_overrides`). The build takes the same recipe piece by piece: ``DEFAULT_LOSS`` when
+    ``--distill`` is not given and ``DEFAULT_OVERRIDES["augment"]`` when ``--augment`` is not
+    (``edgedistill/pipeline.py``); ``BuildConfig``'s ``epochs`` and ``init_from_teacher`` defaults are
+    the recipe's (``tests/test_recipe.py`` keeps them equal)."""
     if teacher_params <= 0 or student_params <= 0:
         raise ValueError(f"parameter counts must be positive, got {teacher_params} and {student_params}")
     return dataclasses.replace(DEFAULT_LOSS), dict(DEFAULT_OVERRIDES)

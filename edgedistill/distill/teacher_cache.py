@@ -4,6 +4,7 @@ costs little more than training from labels."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch import nn
 
 from edgedistill.data.rows import RowWriter
 from edgedistill.distill.batches import shift_views, to_device
+from edgedistill.errors import EdgeDistillError, InputError
 from edgedistill.models.taps import FeatureTaps
 
 
@@ -84,3 +86,18 @@ def teacher_cache_mb(teacher: nn.Module, paths: list[str], sample: torch.Tensor,
     logits, feats = teacher_outputs(teacher, paths, sample, use_bf16=False)
     per_sample = (logits[0].numel() + sum(f[0].numel() for f in feats.values())) * 4
     return per_sample * n * views / 2**20
+
+
+@contextlib.contextmanager
+def teacher_code(label: str, what: str):
+    """The teacher's own exception on training images (the teacher stage ran it only on the test
+    and validation splits) as one line, not a traceback. The disk and edgedistill's own errors pass."""
+    try:
+        yield
+    except (EdgeDistillError, OSError):
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the user's forward raises
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputError(f"{label}: the teacher failed on {what}: {type(err).__name__}: {message}",
+                         hint="the error comes from the teacher's own code, which ran on the test and validation "
+                              "images: fix or wrap its forward") from err

@@ -56,8 +56,8 @@ from edgedistill.distill.batches import (N_VIEWS, canonical, crop_views, draw_cr
                                          shift_views, to_device)
 from edgedistill.distill.evaluation import evaluate_split
 from edgedistill.distill.losses import DistillationLoss, LossWeights
-from edgedistill.distill.teacher_cache import TeacherCache, teacher_cache_mb, teacher_outputs
-from edgedistill.errors import EdgeDistillError, InputError
+from edgedistill.distill.teacher_cache import TeacherCache, teacher_cache_mb, teacher_code, teacher_outputs
+from edgedistill.errors import EdgeDistillError
 from edgedistill.fsutil import atomic_path
 from edgedistill.models.staged import SMALL_INPUT
 from edgedistill.models.taps import FeatureTaps
@@ -152,21 +152,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 # ---------------------------------------------------------------------------------------------
 # The loop
-
-
-@contextlib.contextmanager
-def _teacher_code(label: str, what: str):
-    """The teacher's own exception on training images (the teacher stage ran it only on the test
-    and validation splits) as one line, not a traceback. The disk and edgedistill's own errors pass."""
-    try:
-        yield
-    except (EdgeDistillError, OSError):
-        raise
-    except Exception as err:  # noqa: BLE001 - whatever the user's forward raises
-        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise InputError(f"{label}: the teacher failed on {what}: {type(err).__name__}: {message}",
-                         hint="the error comes from the teacher's own code, which ran on the test and validation "
-                              "images: fix or wrap its forward") from err
 
 
 @jobs.announced("train", local=("checkpoint_dir", "progress", "teacher_logits_to"))
@@ -272,7 +257,7 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
         if not crops and (views == 1 or need_mb <= cfg.cache_limit_mb):
             if need_mb > cfg.cache_memory_mb:
                 cache_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="teacher-cache-", dir=scratch_dir))
-            with _teacher_code(label, f"the {n_train} training images"):
+            with teacher_code(label, f"the {n_train} training images"):
                 cache = TeacherCache(teacher, t_paths, n_train, lambda a, b: t_rows(slice(a, b)), views, fill,
                                      device, use_bf16, store=Path(cache_dir) if cache_dir else None,
                                      chunk=t_data.block_rows())
@@ -339,7 +324,7 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
                     if cache is not None:
                         t_logits, t_feats = cache.lookup(idx, views)
                     else:
-                        with _teacher_code(label, f"a training batch of {len(idx)} images"):
+                        with teacher_code(label, f"a training batch of {len(idx)} images"):
                             t_logits, t_feats = teacher_outputs(teacher, t_paths, to_device(tb, device), use_bf16)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     with FeatureTaps(model, s_paths) as taps:
