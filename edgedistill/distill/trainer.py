@@ -317,7 +317,10 @@ def _train(stack, scratch_dir, model, data, t_data, cfg, teacher, weights, label
                 xb = canonical(shift_views(xb, views, fill) if views is not None else xb)
                 return xb, (xb if not two_sizes else t_rows(idx.numpy()))
 
-            for (idx, views, weight), (xb, tb) in prefetched(steps, load, pin=device.type == "cuda"):
+            # Closed by the stack when training stops early (Ctrl-C, SIGTERM, an error), so its thread is
+            # joined before the interpreter exits: one still loading a batch then aborts the process.
+            batches = stack.enter_context(contextlib.closing(prefetched(steps, load, pin=device.type == "cuda")))
+            for (idx, views, weight), (xb, tb) in batches:
                 xb, yb = to_device(xb, device), y_train[idx].to(device)
                 t_logits, t_feats = None, {}
                 if teacher is not None:

@@ -256,17 +256,20 @@ def _epochs(net, criterion, opt, sched, data, y_train, teacher_logits, cfg, batc
         total, seen = 0.0, 0
         steps = [ddp.share(perm, None, i, batch, rank, world) for i in range(0, len(perm), batch * world)
                  if len(perm[i : i + batch * world]) >= 2]
-        for (idx, _, weight), xb in prefetched(steps, lambda step: torch.from_numpy(data.batch("train", step[0].numpy()))):
-            logits = net(xb)
-            t_logits = teacher_logits[idx] if teacher_logits is not None else None
-            loss, _ = criterion(logits, y_train[idx], t_logits, {}, {})
-            opt.zero_grad(set_to_none=True)
-            (loss * weight if world > 1 else loss).backward()
-            opt.step()
-            sched.step()
-            real = len(idx) if weight > 0 else 0  # a stand-in sample counts for nothing
-            total += float(loss.detach()) * real
-            seen += real
+        # closed at once when training stops early, so the loading thread is joined (trainer.py says why)
+        with contextlib.closing(prefetched(steps, lambda step: torch.from_numpy(data.batch("train", step[0].numpy())))) \
+                as batches:
+            for (idx, _, weight), xb in batches:
+                logits = net(xb)
+                t_logits = teacher_logits[idx] if teacher_logits is not None else None
+                loss, _ = criterion(logits, y_train[idx], t_logits, {}, {})
+                opt.zero_grad(set_to_none=True)
+                (loss * weight if world > 1 else loss).backward()
+                opt.step()
+                sched.step()
+                real = len(idx) if weight > 0 else 0  # a stand-in sample counts for nothing
+                total += float(loss.detach()) * real
+                seen += real
         if world > 1:
             total, seen, _, _ = ddp.sum_stats(total, seen, 0, {}, torch.device("cpu"))
         result.losses.append(total / max(1, seen))
