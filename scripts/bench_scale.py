@@ -129,7 +129,7 @@ def run_build(data: Path, size: int, work: Path, args) -> dict:
         "stage_own_peak_rss_gb": stage_own_peak,
         "peak_reached_in": rising[-1] if rising else None, "train_images": train,
         "distill_images_per_s": round(train * args.epochs / distill, 1) if train and distill else None,
-        "out_of_memory": out_of_memory, "tail": tail if code not in (0, 3) else [],
+        "out_of_memory": out_of_memory, "tail": tail if code != 0 else [],
     }
 
 

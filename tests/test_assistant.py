@@ -55,6 +55,7 @@ def test_families_must_match():
         plan_assistants(VIT_T, RESNET_S)
 
 
+@pytest.mark.slow
 def test_the_chain_trains_teacher_to_assistant_to_student_and_logs_it(caplog):
     d = load_digits_dataset()
     tiny = dataclasses.replace(d, train=Split(d.train.images[:96], d.train.labels[:96]),

@@ -25,7 +25,7 @@ TINY = ["--target", "rpi4", "--epochs", "2", "--teacher-epochs", "2", "--qat-epo
         "--no-scratch"]
 
 
-pytestmark = pytest.mark.skipif(rootfs.unavailable_reason() is not None, reason=rootfs.unavailable_reason() or "")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(rootfs.unavailable_reason() is not None, reason=rootfs.unavailable_reason() or "")]
 BOARDS = str(rootfs.board_root().parent)  # read now: each test's own cache is set up later (conftest)
 
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 from cli_timeouts import CLI_TIMEOUT_S
 
+# every test here trains, builds or runs a benchmark script: the full suite's, not the fast tier's
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 # At this learning rate float rounding (which differs with any change of reduction order, even of
 # the thread count in one process) does not grow into another model within 8 epochs, so the

@@ -43,6 +43,7 @@ def built(workspace):
     return root, env, root / "out" / "android-arm64", proc
 
 
+@pytest.mark.slow
 def test_bundle_has_every_file_and_hashes_match_the_manifest(built):
     _, _, bundle, _ = built
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -56,6 +57,7 @@ def test_bundle_has_every_file_and_hashes_match_the_manifest(built):
     assert not list(bundle.parent.glob(".*partial")), "a staging folder was left behind"
 
 
+@pytest.mark.slow
 def test_model_tflite_is_fully_integer(built):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -77,6 +79,7 @@ def _feed_as_manifest_says(manifest: dict, raw_nhwc: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x / q["scale"] + q["zero_point"]), -128, 127).astype(np.int8)
 
 
+@pytest.mark.slow
 def test_int8_accuracy_when_fed_exactly_as_the_manifest_describes(built):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -101,6 +104,7 @@ def test_int8_accuracy_when_fed_exactly_as_the_manifest_describes(built):
     assert manifest["labels"] == (bundle / "labels.txt").read_text().split()
 
 
+@pytest.mark.slow
 def test_manifest_records_metrics_versions_and_host_latency(built):
     _, _, bundle, _ = built
     m = json.loads((bundle / "manifest.json").read_text())
@@ -113,16 +117,22 @@ def test_manifest_records_metrics_versions_and_host_latency(built):
         assert a["latency"]["median_ms"] > 0 and a["latency"]["p90_ms"] >= a["latency"]["median_ms"]
         assert a["latency"]["measured_on"] == "host"
     assert m["artifacts"]["model.tflite"]["agreement"] >= 0.99
+    # no --distill, no --augment: the recipe's loss and views (edgedistill/distill/recipe.py)
+    from edgedistill.distill.recipe import DEFAULT_LOSS, DEFAULT_OVERRIDES
+
+    assert m["student"]["loss"] == DEFAULT_LOSS.to_str() and m["student"]["augment"] is DEFAULT_OVERRIDES["augment"]
     for lib in ("edgedistill", "torch", "litert-torch", "onnx", "onnxruntime"):
         assert m["versions"][lib]
 
 
+@pytest.mark.slow
 def test_piped_progress_is_plain_lines_per_epoch(built):
     _, _, _, proc = built
     assert "teacher epoch 1/2" in proc.stderr and "distill epoch 2/2" in proc.stderr
     assert "elapsed" in proc.stderr
 
 
+@pytest.mark.slow
 def test_host_benchmark_threads_never_exceed_this_hosts_cores(built):
     from edgedistill.bench.threads import host_cores
 
@@ -134,6 +144,7 @@ def test_host_benchmark_threads_never_exceed_this_hosts_cores(built):
         assert "capped from the target's" in proc.stderr
 
 
+@pytest.mark.slow
 def test_rerun_resumes_instead_of_redoing_finished_stages(built):
     root, env, bundle, _ = built
     proc = run_cli(["build", "--target", "android-arm64", "--out", "out", "--run-dir", "run", *TINY], env, root)
@@ -167,6 +178,7 @@ def test_unwritable_out_fails_before_training(workspace):
     assert "a-file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_corrupted_teacher_cache_names_the_entry_and_the_fix(built):
     root, env, _, _ = built
     entries = list((Path(env["EDGEDISTILL_CACHE"]) / "teachers").glob("[0-9a-f]*"))
@@ -183,6 +195,7 @@ def test_corrupted_teacher_cache_names_the_entry_and_the_fix(built):
         weights.write_bytes(good)
 
 
+@pytest.mark.slow
 def test_verify_cli_exits_0_on_the_bundle_and_3_naming_a_flipped_byte(built, tmp_path):
     import shutil
 

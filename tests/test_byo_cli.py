@@ -156,6 +156,7 @@ def test_a_config_file_with_an_unknown_key_is_named(ws):
     assert_refused(proc, "bad.toml", "epoch", root=root)
 
 
+@pytest.mark.slow
 def test_user_teacher_and_npz_build_a_bundle_that_records_them(ws):
     root, _ = ws
     (root / "edgedistill.toml").write_text('[build]\ndata = "data.npz"\nseed = 3\n')

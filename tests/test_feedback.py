@@ -14,6 +14,9 @@ import pytest
 
 from edgedistill.paths import calibration_dir
 
+# every test here trains, builds or runs a benchmark script: the full suite's, not the fast tier's
+pytestmark = pytest.mark.slow
+
 
 def _npz(path: Path, n: int = 500, size: int = 32) -> Path:
     """Ten learnable classes of 32x32 images (a bright bar at a class-specific row), so latency is

@@ -30,9 +30,9 @@ def test_targets_show_json():
 
 def test_select_json():
     done = _cli("select", "--target", "android-arm64", "--json")
-    assert done.returncode in (0, 5), done.stderr
+    assert done.returncode == 0, done.stderr  # the digits default has students that fit
     payload = json.loads(done.stdout)
-    assert "candidates" in payload and "chosen" in payload
+    assert payload["candidates"] and payload["chosen"] is not None
 
 
 def test_bench_json_one_and_several_devices(tmp_path):

@@ -54,6 +54,7 @@ def test_every_distillation_loss_trains_a_mobilenet_student(digits):
     assert all(np.isfinite(v) for v in result.history[0].parts.values())
 
 
+@pytest.mark.slow
 def test_qat_int8_tflite_of_a_mobilenet_is_fully_integer_and_agrees(digits, tmp_path):
     """Depthwise convs go through PT2E QAT and litert-torch into a fully integer .tflite that the
     build's own verification accepts, and fp32 TFLite/ONNX match the torch student."""

@@ -35,6 +35,7 @@ def _wheel(tmp_path: Path) -> zipfile.ZipFile:
     return zipfile.ZipFile(wheels[0])
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_every_target_and_calibration_and_every_module(tmp_path):
     whl = _wheel(tmp_path)
     names = set(whl.namelist())

@@ -117,6 +117,7 @@ def qat_artifacts(digits, tmp_path_factory):
     return out, ref_int8, ref_fp32, result, (converted, x[:4])
 
 
+@pytest.mark.slow
 def test_qat_int8_tflite_is_fully_integer_and_agrees_with_its_torch_reference(digits, qat_artifacts):
     from edgedistill.verify.checks import verify_file
 
@@ -128,6 +129,7 @@ def test_qat_int8_tflite_is_fully_integer_and_agrees_with_its_torch_reference(di
     assert abs(report.accuracy - result.test_acc) <= 0.01
 
 
+@pytest.mark.slow
 def test_verification_rejects_a_float_model_posing_as_int8(digits, qat_artifacts):
     from edgedistill.verify.checks import require_all_passed, verify_file
     from edgedistill.errors import VerificationError
@@ -140,6 +142,7 @@ def test_verification_rejects_a_float_model_posing_as_int8(digits, qat_artifacts
         require_all_passed([report])
 
 
+@pytest.mark.slow
 def test_verification_rejects_disagreeing_logits(digits, qat_artifacts):
     from edgedistill.verify.checks import verify_file
 
@@ -149,6 +152,7 @@ def test_verification_rejects_disagreeing_logits(digits, qat_artifacts):
     assert not report.passed and "agreement" in report.problems[0]
 
 
+@pytest.mark.slow
 def test_onnx_exports_agree_with_torch(digits, qat_artifacts):
     from edgedistill.verify.checks import verify_file
 
@@ -163,6 +167,7 @@ def test_onnx_exports_agree_with_torch(digits, qat_artifacts):
     assert (int8.predictions == tflite.predictions).mean() >= 0.99  # one int8 model in two formats
 
 
+@pytest.mark.slow
 def test_int8_onnx_stores_integer_weights_in_uint8(qat_artifacts):
     """The weights are integer initializers (not float ones quantized on every run), all QDQ
     tensors uint8 (qdq.unsigned: onnxruntime's x86 kernels without VNNI saturate int8 x int8)."""
@@ -180,6 +185,7 @@ def test_int8_onnx_stores_integer_weights_in_uint8(qat_artifacts):
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in inits for n in model.graph.node)
 
 
+@pytest.mark.slow
 def test_moving_int8_to_uint8_keeps_every_value(digits, qat_artifacts):
     """qdq.unsigned adds 128 to every zero point and integer weight: run unfused (no kernel
     rewrites), the model's outputs do not change by a single bit."""
@@ -222,6 +228,7 @@ def test_litert_pattern_workaround_still_needed():
     assert isinstance(utils._get_aten_graph_module_for_pattern(pattern, (torch.randn(2),)), torch.nn.Module)
 
 
+@pytest.mark.slow
 def test_qat_leaves_the_float_student_untouched(digits):
     """torch.export shares parameters with the traced module: QAT must train a copy, or the fp32
     artifacts would silently carry QAT weights."""

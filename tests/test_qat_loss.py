@@ -72,6 +72,7 @@ def small_digits():
     return dataclasses.replace(d, train=Split(d.train.images[:128], d.train.labels[:128]))
 
 
+@pytest.mark.slow
 def test_qat_result_records_the_loss_it_used_and_what_it_dropped(small_digits):
     student, teacher = _resnet(), _resnet((8, 16), seed=1)
     t_logits = teacher.eval()(torch.from_numpy(small_digits.batch("train", slice(None)))).detach()
@@ -82,6 +83,7 @@ def test_qat_result_records_the_loss_it_used_and_what_it_dropped(small_digits):
     assert result.to_dict()["loss_dropped"] == result.loss_dropped  # reaches the stage's JSON
 
 
+@pytest.mark.slow
 def test_the_int8_graph_is_evaluated_without_switching_its_mode_back_and_forth(small_digits, monkeypatch):
     # Each switch re-traces torchao's batch-norm patterns and leaves their fake tensors cached: a
     # 20k-image 224 px build grew 0.5 GB over its val and test passes before the graph said "eval".

@@ -80,6 +80,7 @@ def test_relu6_outputs_keep_their_levels_and_the_int8_graph_follows_the_float_on
     assert err_fused < err_library / 3
 
 
+@pytest.mark.slow
 def test_qat_fuses_conv_batchnorm_relu6_too(net_and_inputs):
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e

@@ -99,6 +99,7 @@ def test_efficientnet_lite0_from_its_package_is_recognised_exactly_and_seeds_an_
     assert report["initialised"] and report["copied_fraction"] > 0.99, report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["rpi4", "android-arm64"])
 def test_at_224_px_the_device_targets_choose_a_real_student_within_their_budgets(target):
     """None fitted before: a >= 100k-parameter, >= 20 MMAC student of the teacher's own family."""
@@ -114,6 +115,7 @@ def test_at_224_px_the_device_targets_choose_a_real_student_within_their_budgets
         assert c.predicted_peak_memory_mb <= t.budgets.peak_memory_mb
 
 
+@pytest.mark.slow
 def test_select_takes_the_teacher_and_an_input_shape_like_build():
     factory = f"{REPO / 'tests' / 'bench_support' / 'torchvision_layout.py'}:resnet18_digits"
     proc = subprocess.run([sys.executable, "-m", "edgedistill", "select", "--target", "rpi4", "--teacher", factory,
@@ -159,6 +161,7 @@ def rgb64(tmp_path_factory):
     return load_dataset(root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["resnet", "mbconv"])
 def test_real_resolution_students_export_fully_integer_with_a_dynamic_batch(rgb64, tmp_path, family):
     """The new layout pieces (stride-2 7x7 stem and max pool; 5x5 depthwise, ReLU6, head conv) go
@@ -187,11 +190,11 @@ def test_real_resolution_students_export_fully_integer_with_a_dynamic_batch(rgb6
     report = verify_file(tmp_path / "int8.tflite", "int8", rgb64, ref, "qat", 0.0)
     assert report.input["dtype"] == "int8" and report.output["dtype"] == "int8"
     assert report.input["shape"][1:] == [64, 64, 3] and report.input["batch"] == "dynamic"  # NHWC, any batch
-    assert np.isfinite(report.max_abs_logit_diff) and report.agreement >= 0.9, report.problems
+    assert np.isfinite(report.max_abs_logit_diff) and report.agreement >= 0.99, report.problems  # as a build demands
     # the same graph as int8 ONNX (QDQ, uint8), as the build ships it beside the .tflite
     export_onnx_int8(converted, x[:4], tmp_path / "int8.onnx")
     onnx_report = verify_file(tmp_path / "int8.onnx", "int8", rgb64, ref, "qat", 0.0)
-    assert onnx_report.input["shape"][1:] == [3, 64, 64] and onnx_report.agreement >= 0.9, onnx_report.problems
+    assert onnx_report.input["shape"][1:] == [3, 64, 64] and onnx_report.agreement >= 0.99, onnx_report.problems
 
 
 def test_a_torchscript_resnet_is_not_read_and_says_how_to_keep_its_structure():

@@ -97,6 +97,7 @@ def workspace(tmp_path_factory):
     return root, data, teacher
 
 
+@pytest.mark.slow
 def test_a_student_trains_at_its_resolution_against_the_teacher_at_full_size(workspace):
     _, data, teacher = workspace
     torch.manual_seed(1)
@@ -124,6 +125,7 @@ def _tight_target(root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_build_at_a_searched_resolution_ships_the_resize_and_verify_replays_it(workspace):
     root, data, _ = workspace
     out = root / "dist"
@@ -168,6 +170,7 @@ def test_crop_views_are_affine_boxes_inside_the_image_and_a_flip_mirrors():
     assert crop_views(x, None, (8, 8)).shape == (2, 3, 8, 8)
 
 
+@pytest.mark.slow
 def test_above_32_px_augment_crops_one_view_for_both_models_with_the_teacher_online(workspace, monkeypatch):
     from edgedistill.distill import trainer
 

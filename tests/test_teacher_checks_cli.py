@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cli_timeouts import CLI_TIMEOUT_S
 
 CHANCE_TEACHER = """
@@ -39,6 +41,7 @@ def test_a_missing_teacher_is_named_before_the_data_is_read(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_teacher_at_chance_is_warned_about_and_gated_before_training(tmp_path):
     (tmp_path / "chance_teacher.py").write_text(CHANCE_TEACHER)
     proc = run(["--teacher", "chance_teacher.py:build", "--min-teacher-accuracy", "0.5", "--epochs", "1"], tmp_path)

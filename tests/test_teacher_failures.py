@@ -123,6 +123,7 @@ def assert_refused_cleanly(proc: subprocess.CompletedProcess, tmp_path: Path) ->
 
 # --- through the CLI, on the built-in digits ----------------------------------------------------
 
+@pytest.mark.slow
 def test_a_teacher_whose_forward_raises_is_reported_as_its_own_error_not_a_channel_mismatch(tmp_path, teachers):
     proc = build(tmp_path, "raises")
     line = assert_refused_cleanly(proc, tmp_path)
@@ -132,12 +133,14 @@ def test_a_teacher_whose_forward_raises_is_reported_as_its_own_error_not_a_chann
     assert "expects input" not in proc.stderr and "--image-size" not in proc.stderr  # no advice to resize
 
 
+@pytest.mark.slow
 def test_a_real_channel_mismatch_is_still_called_one(tmp_path, teachers):
     proc = build(tmp_path, "rgb")
     line = assert_refused_cleanly(proc, tmp_path)
     assert "expects input 3 channel(s) but the data is (C,H,W)=(1,8,8)" in line
 
 
+@pytest.mark.slow
 def test_a_teacher_that_fails_only_on_real_batches_is_one_line_naming_the_teacher_and_the_batch(tmp_path, teachers):
     proc = build(tmp_path, "small_batches_only")
     line = assert_refused_cleanly(proc, tmp_path)
@@ -146,6 +149,7 @@ def test_a_teacher_that_fails_only_on_real_batches_is_one_line_naming_the_teache
     assert "test images 0-" in line  # which split and which images it failed on
 
 
+@pytest.mark.slow
 def test_nan_and_inf_teacher_logits_are_refused_with_counts_per_split_before_distillation(tmp_path, teachers):
     proc = build(tmp_path, "non_finite")
     line = assert_refused_cleanly(proc, tmp_path)

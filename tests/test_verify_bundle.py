@@ -73,6 +73,7 @@ def rewrite_manifest_hash(bundle: Path, name: str) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_a_freshly_built_bundle_verifies(bundle, capsys):
     report = verify_bundle(bundle)
     assert report.passed, report.problems
@@ -85,6 +86,7 @@ def test_a_freshly_built_bundle_verifies(bundle, capsys):
     assert {p["file"] for p in out["parity"]} == set(ARTIFACTS)
 
 
+@pytest.mark.slow
 def test_a_flipped_byte_in_the_int8_model_fails_naming_it(bundle):
     path = bundle / "model.tflite"
     data = bytearray(path.read_bytes())
@@ -100,6 +102,7 @@ def test_a_flipped_byte_in_the_int8_model_fails_naming_it(bundle):
     assert verify_command(bundle, json_out=False) == EXIT_VERIFY
 
 
+@pytest.mark.slow
 def test_a_truncated_file_fails_naming_it(bundle):
     path = bundle / "model.onnx"
     path.write_bytes(path.read_bytes()[:1000])
@@ -108,6 +111,7 @@ def test_a_truncated_file_fails_naming_it(bundle):
     assert any(p.startswith("model.onnx: 1000 bytes, the manifest says") for p in report.problems)
 
 
+@pytest.mark.slow
 def test_a_bundle_without_its_manifest_is_not_a_bundle_exit_2(bundle, capsys):
     (bundle / "manifest.json").unlink()
     with pytest.raises(InputError, match="has no manifest.json"):
@@ -116,6 +120,7 @@ def test_a_bundle_without_its_manifest_is_not_a_bundle_exit_2(bundle, capsys):
     assert json.loads(capsys.readouterr().out)["status"] == "input_error"
 
 
+@pytest.mark.slow
 def test_missing_and_unlisted_files_are_named(bundle):
     (bundle / "labels.txt").unlink()
     (bundle / "extra.bin").write_bytes(b"x")
@@ -123,6 +128,7 @@ def test_missing_and_unlisted_files_are_named(bundle):
     assert ("labels.txt", "listed") in failed and ("extra.bin", "unlisted") in failed
 
 
+@pytest.mark.slow
 def test_a_swapped_in_float_model_is_caught_even_with_a_consistent_hash(bundle):
     shutil.copyfile(bundle / "model_fp32.tflite", bundle / "model.tflite")
     rewrite_manifest_hash(bundle, "model.tflite")
@@ -133,6 +139,7 @@ def test_a_swapped_in_float_model_is_caught_even_with_a_consistent_hash(bundle):
     assert any("not fully integer" in p for p in report.problems)
 
 
+@pytest.mark.slow
 def test_parity_fails_when_predictions_no_longer_match(bundle):
     with np.load(bundle / "verification_sample.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
