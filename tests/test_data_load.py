@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def write_image(path: Path, size: tuple[int, int] = (8, 8), mode: str = "L", seed: int = 0) -> Path:
     """A random image of (H, W) ``size``."""
     rng = np.random.default_rng(seed)
-    shape = size if mode == "L" else (*size, 3)
+    shape = size if mode == "L" else (*size, len(mode))  # "RGB", "RGBA"
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
     return path

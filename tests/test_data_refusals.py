@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +27,7 @@ from edgedistill.data.report import DataLoadReport
 from edgedistill.errors import InputError
 
 
-def write_image(path: Path, size=(8, 8), mode="L", seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    shape = size if mode == "L" else (*size, len(mode))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
-    return path
-
-
-def write_tree(root: Path, layout: dict[str, int], **kw) -> Path:
-    """``layout`` maps 'split/class' (or 'class') to how many images to write there."""
-    for folder, count in layout.items():
-        for i in range(count):
-            write_image(root / folder / f"{i}.png", seed=zlib.crc32(f"{folder}/{i}".encode()), **kw)
-    return root
+from test_data_load import write_image, write_tree  # noqa: E402  (the same image trees)
 
 
 def write_npz(path: Path, y_train, y_test, shape=(8, 8), **extra) -> Path:

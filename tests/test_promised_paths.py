@@ -85,20 +85,11 @@ def test_a_budget_no_student_meets_exits_5_with_no_bundle_and_hints_the_cli_take
     assert suggested and all(flag in help_text for flag in suggested), suggested
 
 
-def _bars(path: Path, n: int = 400, size: int = 32) -> Path:
-    """Ten learnable classes of 32x32 images (a bright bar at a class-specific row)."""
-    rng = np.random.default_rng(0)
+def _bars(path: Path) -> Path:
+    """Ten learnable classes of 32x32 images, as the feedback test makes them."""
+    from test_feedback import _npz
 
-    def make(count):
-        x = rng.integers(0, 30, size=(count, size, size)).astype(np.uint8)
-        y = np.arange(count) % 10
-        for i, c in enumerate(y):
-            x[i, 3 * c + 1: 3 * c + 3, :] = 250
-        return x, y
-
-    (xt, yt), (xs, ys) = make(n), make(n // 2)
-    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
-    return path
+    return _npz(path, n=400)
 
 
 @pytest.mark.slow
