@@ -147,7 +147,9 @@ def resolve_config(file_values: dict, flag_values: dict) -> BuildConfig:
 
 
 _TYPES = {"bool": bool, "int": int, "float": float, "str": str, "list": list}
-_CHOICES = {"channels": (1, 3), "gate_drop_reference": ("fp32", "teacher")}
+# --max-accuracy-drop's reference: the distilled fp32 student or the teacher (gates.py judges by it)
+DROP_REFERENCES = ("fp32", "teacher")
+_CHOICES = {"channels": (1, 3), "gate_drop_reference": DROP_REFERENCES}
 _FRACTIONS = ("gate_min_accuracy", "gate_max_accuracy_drop", "gate_min_teacher_accuracy")
 _POSITIVE = ("epochs", "teacher_epochs", "qat_epochs", "batch_size", "bench_runs", "max_rounds",
              "lr", "min_compression", "assistant_ratio", "max_latency_ms", "max_size_kb",

@@ -19,8 +19,7 @@ from edgedistill.errors import (
     EXIT_BUDGET, EXIT_DEVICE, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_RANK_LOST, EXIT_VERIFY,
     GateError, InputError,
 )
-
-DROP_REFERENCES = ("fp32", "teacher")
+from edgedistill.config import DROP_REFERENCES  # one list: the config file is checked against it too
 SUMMARY_SCHEMA_VERSION = 1
 
 # The ``status`` word of the --json summary for each exit code (docs/release-integration.md).
